@@ -1,0 +1,1 @@
+"""One module per command; `titanbench.cli` imports them lazily."""
