@@ -1,0 +1,78 @@
+import json
+import shlex
+
+import click
+
+from titanbench.options import locations_from, matrix_options, overrides_from
+from titanbench.plan import (
+    DEFAULT_MASTER_PORT,
+    DEFAULT_TRAINER,
+    ConfigPlan,
+    Rendezvous,
+    build_plan,
+    matrix_fingerprint,
+    torchtitan_available,
+    validate_with_torchtitan,
+)
+from titanbench.spec import resolve_models
+
+
+def _text(plan: ConfigPlan) -> str:
+    topo = plan.topology
+    published = f"published {plan.published_tps:g} tps" if plan.published_tps else "no published number"
+    lines = [
+        f"== {plan.model} / {plan.config}: {plan.tp_type} TP, {plan.quantization}, {plan.steps} steps, "
+        f"{topo['nodes']} x {topo['gpus_per_node']} GPUs, FSDP {topo['fsdp']} x TP {topo['tp']}, {published}",
+        "deviations: " + ("; ".join(plan.deviations) if plan.deviations else "none"),
+        "bundle flags:",
+        *(f"  {b['flag']}  # {b['reason']}" for b in plan.bundle_flags),
+        "environment:",
+        *(f"  {k}={v}  # {plan.env_reasons[k]}" for k, v in plan.env.items()),
+        f"command (in {plan.workdir}):",
+        "  " + shlex.join(plan.launcher_argv),
+    ]
+    return "\n".join(lines)
+
+
+@click.command()
+@matrix_options
+@click.option("--node-rank", type=click.IntRange(min=0), default=0, show_default=True, help="This node's rank.")
+@click.option("--master-addr", default="127.0.0.1", show_default=True, help="Node 0's address.")
+@click.option("--master-port", type=click.IntRange(1, 65535), default=DEFAULT_MASTER_PORT, show_default=True)
+@click.option("--run-id", default="RUN_ID", show_default=True, help="Run id the paths are shown for.")
+@click.option("--validate", is_flag=True, help="Require torchtitan's own ConfigManager to parse every config.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def plan(node_rank, master_addr, master_port, run_id, validate, fmt, **options):
+    """Expand a matrix into the exact torchrun + torchtitan launch of every config.
+
+    Shows the published flags, the flags the bundle adds (with reasons), the environment and
+    every deviation from the published setup. Refuses topologies that would not be comparable
+    (FSDP 1 trains in fp32) or cannot fit in GPU memory.
+
+    \b
+    Examples:
+      titanbench plan --model 70b
+      titanbench plan --model 8b --nodes 1 --tp 4 --format json
+      titanbench plan --model all --validate
+    """
+    plans = build_plan(
+        resolve_models(options["model"]),
+        overrides_from(options),
+        Rendezvous(node_rank, master_addr, master_port),
+        locations_from(options, run_id),
+        trainer=options["trainer"],
+    )
+    notes = []
+    if options["trainer"] != DEFAULT_TRAINER:
+        notes.append(f"trainer {options['trainer']}: torchtitan's config check skipped")
+    elif validate or torchtitan_available():
+        notes += validate_with_torchtitan(plans, torchtitan_dir=options["torchtitan_dir"])
+    else:
+        notes.append("torchtitan is not importable here: flags not checked by its ConfigManager (--validate)")
+    if fmt == "json":
+        document = {"fingerprint": matrix_fingerprint(plans), "configs": [p.to_dict() for p in plans], "notes": notes}
+        click.echo(json.dumps(document, indent=2))
+        return
+    click.echo("\n\n".join(_text(p) for p in plans))
+    for note in notes:
+        click.echo(f"note: {note}", err=True)

@@ -1,0 +1,116 @@
+"""Options shared by `plan` and `run`: the matrix, the topology overrides and the guards."""
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from titanbench.errors import TitanbenchError
+from titanbench.plan import DATASETS, DEFAULT_GPU_MEM_GIB, DEFAULT_TRAINER, Locations, Overrides
+
+MATRIX_OPTIONS = [
+    click.option(
+        "--model",
+        "model",
+        default="all",
+        show_default=True,
+        envvar="TITANBENCH_MODEL",
+        show_envvar=True,
+        help="Model id (llama3_8b), alias (8b), 'all', or the path of a spec file.",
+    ),
+    click.option("--nodes", type=click.IntRange(min=1), help="Node count [published: 8 or 32]. Deviation."),
+    click.option("--gpus-per-node", type=click.IntRange(min=1), help="GPUs per node [published: 8]. Deviation."),
+    click.option("--tp", type=click.IntRange(min=1), help="Tensor-parallel degree [published: 8]. Deviation."),
+    click.option("--steps", type=click.IntRange(min=1), help="Training steps per config. Deviation."),
+    click.option(
+        "--no-profiling",
+        "no_profiling",
+        is_flag=True,
+        help="Turn torchtitan's profiler off (published runs profile). Deviation.",
+    ),
+    click.option(
+        "--dataset",
+        type=click.Choice(DATASETS),
+        help="c4 streams from the hub (published); c4_test is offline, small and looping. Deviation.",
+    ),
+    click.option(
+        "--dataset-path",
+        type=click.Path(file_okay=False),
+        envvar="TITANBENCH_DATASET_PATH",
+        show_envvar=True,
+        help="A pre-staged copy of C4 (see `titanbench assets c4`): same data, read locally.",
+    ),
+    click.option("--allow-fp32", is_flag=True, help="Allow FSDP degree 1, which trains in fp32 at the pin."),
+    click.option(
+        "--gpu-mem-gib",
+        type=click.FloatRange(min=1),
+        default=DEFAULT_GPU_MEM_GIB,
+        show_default=True,
+        help="GPU memory for the memory guard.",
+    ),
+    click.option("--force", is_flag=True, help="Skip the memory guard."),
+    click.option(
+        "--trainer",
+        default=DEFAULT_TRAINER,
+        show_default=True,
+        envvar="TITANBENCH_TRAINER",
+        show_envvar=True,
+        help="Python module torchrun runs (a torchtitan fork, or a test trainer); "
+        "checks that need torchtitan are skipped for any other module.",
+    ),
+    click.option(
+        "--torchtitan-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=".",
+        show_default=True,
+        envvar="TITANBENCH_TORCHTITAN_DIR",
+        show_envvar=True,
+        help="The torchtitan checkout torchrun runs in (train-config tomls, tokenizer paths are relative to it).",
+    ),
+    click.option(
+        "--results",
+        type=click.Path(file_okay=False, path_type=Path),
+        default="results",
+        show_default=True,
+        envvar="TITANBENCH_RESULTS",
+        show_envvar=True,
+        help="Results root; a run lives in RESULTS/RUN_ID.",
+    ),
+    click.option(
+        "--cache-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        envvar="TITANBENCH_CACHE_DIR",
+        show_envvar=True,
+        help="Compile caches, one per config, kept across runs [default: RESULTS/cache].",
+    ),
+]
+
+
+def matrix_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    for option in reversed(MATRIX_OPTIONS):
+        command = option(command)
+    return command
+
+
+def overrides_from(options: dict[str, Any]) -> Overrides:
+    if options["dataset_path"] and options["dataset"] == "c4_test":
+        raise TitanbenchError("--dataset-path is a copy of c4: it cannot be combined with --dataset c4_test")
+    return Overrides(
+        nodes=options["nodes"],
+        gpus_per_node=options["gpus_per_node"],
+        tp=options["tp"],
+        steps=options["steps"],
+        profiling=not options["no_profiling"],
+        dataset=options["dataset"],
+        dataset_path=str(Path(options["dataset_path"]).resolve()) if options["dataset_path"] else None,
+        allow_fp32=options["allow_fp32"],
+        force=options["force"],
+        gpu_mem_gib=options["gpu_mem_gib"],
+    )
+
+
+def locations_from(options: dict[str, Any], run_id: str) -> Locations:
+    results = Path(options["results"]).resolve()
+    cache = Path(options["cache_dir"]).resolve() if options["cache_dir"] else results / "cache"
+    return Locations(run_dir=results / run_id, cache_root=cache, torchtitan_dir=options["torchtitan_dir"].resolve())

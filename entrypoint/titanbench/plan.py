@@ -1,0 +1,336 @@
+"""The single place that turns a matrix spec + topology into torchtitan flags, torchrun argv and env.
+
+Order of torchtitan arguments: `--job.config_file <toml>`, the published flags exactly (with any
+override applied in place), then the flags the bundle adds. Every override is a deviation and is
+listed per config; every bundle flag and variable carries its reason and changes nothing computed.
+"""
+
+import contextlib
+import hashlib
+import io
+import json
+import logging
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from titanbench.errors import TitanbenchError
+from titanbench.spec import STEPS_FLAG, TP_DEGREE_FLAG, ConfigSpec, MatrixSpec
+
+DEFAULT_TRAINER = "torchtitan.train"
+DEFAULT_MASTER_PORT = 29500
+DEFAULT_GPU_MEM_GIB = 80.0
+DATASETS = ("c4", "c4_test")
+PUBLISHED_DATASET = "c4"
+# Bytes per parameter that stay resident however the step runs: fp32 master weights (4),
+# fp32 gradients (4) and AdamW's two fp32 moments (8). Activations come on top.
+STATE_BYTES_PER_PARAM = 16
+GIB = 2**30
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """Departures from the published setup (each one a deviation) and the guards' switches."""
+
+    nodes: int | None = None
+    gpus_per_node: int | None = None
+    tp: int | None = None
+    steps: int | None = None
+    profiling: bool = True
+    dataset: str | None = None
+    dataset_path: str | None = None
+    allow_fp32: bool = False
+    force: bool = False
+    gpu_mem_gib: float = DEFAULT_GPU_MEM_GIB
+
+
+@dataclass(frozen=True)
+class Rendezvous:
+    """torchrun static rendezvous: global rank 0 lives on node 0."""
+
+    node_rank: int = 0
+    master_addr: str = "127.0.0.1"
+    master_port: int = DEFAULT_MASTER_PORT
+
+
+@dataclass(frozen=True)
+class Locations:
+    run_dir: Path
+    cache_root: Path
+    torchtitan_dir: Path
+
+
+@dataclass
+class ConfigPlan:
+    model: str
+    config: str
+    tp_type: str
+    quantization: str
+    steps: int
+    topology: dict[str, int]
+    torchtitan_args: list[str]
+    bundle_flags: list[dict[str, str]]
+    launcher_argv: list[str]
+    env: dict[str, str]
+    env_reasons: dict[str, str]
+    deviations: list[str]
+    published_tps: float | None
+    workdir: str
+    trainer: str
+    fingerprint: str = field(default="")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def topology_for(spec: MatrixSpec, overrides: Overrides) -> dict[str, int]:
+    nodes = overrides.nodes or spec.topology.nodes
+    gpus_per_node = overrides.gpus_per_node or spec.topology.gpus_per_node
+    tp = overrides.tp or spec.topology.tp
+    world = nodes * gpus_per_node
+    if world % tp:
+        raise TitanbenchError(f"{spec.model}: TP degree {tp} does not divide the world size {world}")
+    if gpus_per_node % tp:
+        raise TitanbenchError(
+            f"{spec.model}: TP degree {tp} must divide the GPUs per node ({gpus_per_node}): "
+            "a TP group must sit inside one node (async TP uses intra-node symmetric memory)"
+        )
+    return {"nodes": nodes, "gpus_per_node": gpus_per_node, "tp": tp, "fsdp": world // tp}
+
+
+def check_fidelity(spec: MatrixSpec, topology: dict[str, int], overrides: Overrides) -> None:
+    if topology["fsdp"] == 1 and not overrides.allow_fp32:
+        smaller_tp = max(topology["tp"] // 2, 1)
+        raise TitanbenchError(
+            f"{spec.model}: FSDP degree 1 ({topology['nodes'] * topology['gpus_per_node']} GPUs / TP "
+            f"{topology['tp']}) trains in fp32 at the pinned torchtitan (bf16 mixed precision is applied "
+            f"only through FSDP), which is not comparable: use e.g. --tp {smaller_tp} for FSDP "
+            f"{topology['fsdp'] * topology['tp'] // smaller_tp}, or pass --allow-fp32"
+        )
+
+
+def state_gib_per_gpu(spec: MatrixSpec, topology: dict[str, int]) -> float:
+    return spec.params * STATE_BYTES_PER_PARAM / (topology["fsdp"] * topology["tp"]) / GIB
+
+
+def check_memory(spec: MatrixSpec, topology: dict[str, int], overrides: Overrides) -> None:
+    need = state_gib_per_gpu(spec, topology)
+    if need > overrides.gpu_mem_gib and not overrides.force:
+        raise TitanbenchError(
+            f"{spec.model}: weights, gradients and AdamW state alone need {need:.1f} GiB per GPU at "
+            f"FSDP {topology['fsdp']} x TP {topology['tp']} (before activations), more than "
+            f"{overrides.gpu_mem_gib:g} GiB: add nodes, set --gpu-mem-gib, or pass --force"
+        )
+
+
+def _replace_flag(args: list[str], name: str, value: object) -> list[str]:
+    return [f"{name}={value}" if arg.startswith(name + "=") else arg for arg in args]
+
+
+def _published_args(spec: MatrixSpec, config: ConfigSpec) -> list[str]:
+    return [*spec.common_flag_list, f"{STEPS_FLAG}={config.steps}", *config.flag_list]
+
+
+def _deviations(
+    spec: MatrixSpec, config: ConfigSpec, topology: dict[str, int], overrides: Overrides
+) -> tuple[list[str], list[str]]:
+    """(deviations, flags that implement them), applied on top of the published flags."""
+    published = spec.topology
+    deviations: list[str] = []
+    extra: list[str] = []
+    for key in ("nodes", "gpus_per_node", "tp", "fsdp"):
+        if topology[key] != getattr(published, key):
+            deviations.append(f"{key} {topology[key]} (published {getattr(published, key)})")
+    if topology["fsdp"] == 1:
+        deviations.append("FSDP 1: trains in fp32, not bf16 mixed precision (--allow-fp32)")
+    if overrides.steps is not None and overrides.steps != config.steps:
+        deviations.append(f"steps {overrides.steps} (published {config.steps})")
+    if not overrides.profiling:
+        deviations.append("profiler off (published runs profile every 100 steps)")
+        extra.append("--profiling.no-enable-profiling")
+    if overrides.dataset not in (None, PUBLISHED_DATASET):
+        deviations.append(f"dataset {overrides.dataset} (published {PUBLISHED_DATASET}): different data")
+        extra.append(f"--training.dataset={overrides.dataset}")
+    return deviations, extra
+
+
+def _bundle_flags(spec: MatrixSpec, config: ConfigSpec, locations: Locations, overrides: Overrides):
+    flags = [
+        {
+            "flag": f"--job.dump_folder={locations.run_dir / spec.model / config.id / 'outputs'}",
+            "reason": "each config's profiler traces and TensorBoard events go to its own results folder",
+        },
+        {
+            "flag": "--metrics.disable_color_printing",
+            "reason": "plain metric lines in the saved logs (no ANSI colour codes)",
+        },
+    ]
+    if overrides.dataset_path:
+        flags.append(
+            {
+                "flag": f"--training.dataset_path={overrides.dataset_path}",
+                "reason": "reads the same C4 data from a pre-staged local copy instead of streaming the hub",
+            }
+        )
+    return flags
+
+
+def _env(spec: MatrixSpec, config: ConfigSpec, locations: Locations, overrides: Overrides):
+    cache = locations.cache_root / spec.model / config.id
+    local_data = bool(overrides.dataset_path) or overrides.dataset == "c4_test"
+    entries = {
+        "PYTORCH_CUDA_ALLOC_CONF": ("expandable_segments:True", "set by torchtitan's own run_train.sh"),
+        "TORCHINDUCTOR_CACHE_DIR": (
+            str(cache / "inductor"),
+            "one compile cache per config, kept across runs (a shared one reused a vanilla-TP graph "
+            "in an async-TP run: torchtitan issue 1185)",
+        ),
+        "TRITON_CACHE_DIR": (str(cache / "triton"), "one Triton cache per config, kept across runs"),
+        "HF_HUB_ETAG_TIMEOUT": ("60", "every rank streams C4 from the hub: tolerate slow metadata calls"),
+        "HF_HUB_DOWNLOAD_TIMEOUT": ("60", "every rank streams C4 from the hub: tolerate slow downloads"),
+    }
+    if local_data:
+        entries["HF_HUB_OFFLINE"] = ("1", "the data is local: never touch the hub")
+    return {k: v for k, (v, _) in entries.items()}, {k: why for k, (_, why) in entries.items()}
+
+
+def _fingerprint(payload: object) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def plan_config(
+    spec: MatrixSpec,
+    config: ConfigSpec,
+    overrides: Overrides,
+    rendezvous: Rendezvous,
+    locations: Locations,
+    trainer: str = DEFAULT_TRAINER,
+) -> ConfigPlan:
+    topology = topology_for(spec, overrides)
+    check_fidelity(spec, topology, overrides)
+    check_memory(spec, topology, overrides)
+    steps = overrides.steps or config.steps
+    computed = _replace_flag(_published_args(spec, config), TP_DEGREE_FLAG, topology["tp"])
+    computed = _replace_flag(computed, STEPS_FLAG, steps)
+    deviations, deviation_flags = _deviations(spec, config, topology, overrides)
+    computed += deviation_flags
+    bundle = _bundle_flags(spec, config, locations, overrides)
+    torchtitan_args = ["--job.config_file", spec.train_config, *computed, *(b["flag"] for b in bundle)]
+    env, env_reasons = _env(spec, config, locations, overrides)
+    log_dir = locations.run_dir / spec.model / config.id / "ranks" / f"node{rendezvous.node_rank}"
+    launcher_argv = [
+        "torchrun",
+        "--nnodes", str(topology["nodes"]),
+        "--nproc-per-node", str(topology["gpus_per_node"]),
+        "--node-rank", str(rendezvous.node_rank),
+        "--master-addr", rendezvous.master_addr,
+        "--master-port", str(rendezvous.master_port),
+        # As torchtitan's run_train.sh: the console shows this node's first rank, tagged [rankN].
+        "--local-ranks-filter", "0", "--role", "rank", "--tee", "3",
+        # Every local rank's output is also kept, for the rank that fails.
+        "--log-dir", str(log_dir),
+        "-m", trainer,
+        *torchtitan_args,
+    ]  # fmt: skip
+    plan = ConfigPlan(
+        model=spec.model,
+        config=config.id,
+        tp_type=config.tp_type,
+        quantization=config.quantization,
+        steps=steps,
+        topology=topology,
+        torchtitan_args=torchtitan_args,
+        bundle_flags=bundle,
+        launcher_argv=launcher_argv,
+        env=env,
+        env_reasons=env_reasons,
+        deviations=deviations,
+        published_tps=config.published_tps,
+        workdir=str(locations.torchtitan_dir),
+        trainer=trainer,
+    )
+    # What every node must agree on: what is computed, not where files go on each node.
+    plan.fingerprint = _fingerprint([spec.model, config.id, topology, computed, trainer])
+    return plan
+
+
+def build_plan(
+    specs: list[MatrixSpec],
+    overrides: Overrides,
+    rendezvous: Rendezvous,
+    locations: Locations,
+    *,
+    trainer: str = DEFAULT_TRAINER,
+    only: tuple[str, ...] = (),
+) -> list[ConfigPlan]:
+    """Plans for every config of every spec, in spec order; `only` keeps the named config ids."""
+    for config_id in only:
+        if not any(c.id == config_id for s in specs for c in s.configs):
+            known = ", ".join(sorted({c.id for s in specs for c in s.configs}))
+            raise TitanbenchError(f"--only {config_id!r} matches no config (known: {known})")
+    return [
+        plan_config(spec, config, overrides, rendezvous, locations, trainer)
+        for spec in specs
+        for config in spec.configs
+        if not only or config.id in only
+    ]
+
+
+def matrix_fingerprint(plans: list[ConfigPlan]) -> str:
+    return _fingerprint([p.fingerprint for p in plans])
+
+
+def torchtitan_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("torchtitan") is not None
+
+
+_BOX = re.compile(r"[\u2500-\u257f]+")
+
+
+def _tyro_message(output: str) -> str:
+    """The first meaningful line of tyro's boxed error, without the box drawing."""
+    lines = [_BOX.sub("", line).strip() for line in output.splitlines()]
+    lines = [line for line in lines if line and not line.startswith("For full helptext")]
+    meaningful = [line for line in lines if line not in ("Unrecognized options", "Parsing error")]
+    return " ".join(meaningful[:2]) or "rejected"
+
+
+def validate_with_torchtitan(plans: list[ConfigPlan], *, torchtitan_dir: Path | None = None) -> list[str]:
+    """Parse every config's torchtitan arguments with torchtitan's own ConfigManager.
+
+    The train-config toml is included when it exists under `torchtitan_dir` (or the plan's workdir);
+    the PyPI wheel ships no tomls, so without a checkout the flags are checked against the
+    defaults. Returns one note per plan saying which; raises on the first rejected config.
+    """
+    try:
+        from torchtitan.config_manager import ConfigManager
+    except ImportError as error:
+        raise TitanbenchError(f"--validate needs torchtitan's config parser, which does not import: {error}") from None
+    notes = []
+    for plan in plans:
+        root = Path(torchtitan_dir or plan.workdir)
+        args = list(plan.torchtitan_args)
+        toml = root / args[1]
+        if toml.is_file():
+            args[1] = str(toml)
+            notes.append(f"{plan.model}/{plan.config}: parsed with {toml}")
+        else:
+            args = args[2:]
+            notes.append(f"{plan.model}/{plan.config}: flags parsed over torchtitan's defaults (no {toml})")
+        captured = io.StringIO()
+        logging.disable(logging.WARNING)
+        try:
+            with contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):
+                ConfigManager().parse_args(args)
+        except SystemExit:
+            raise TitanbenchError(
+                f"{plan.model}/{plan.config}: torchtitan's ConfigManager rejects the flags: "
+                f"{_tyro_message(captured.getvalue())}"
+            ) from None
+        except Exception as error:
+            raise TitanbenchError(f"{plan.model}/{plan.config}: torchtitan's ConfigManager failed: {error}") from None
+        finally:
+            logging.disable(logging.NOTSET)
+    return notes

@@ -1,0 +1,195 @@
+"""Matrix specs (`runs/*.yaml`): load, validate, resolve `--model`.
+
+A spec is data: the published topology, the published flags verbatim, six configs and their
+published numbers. Validation fails with the file, the key path and what is wrong.
+"""
+
+import shlex
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
+
+from titanbench.errors import TitanbenchError
+from titanbench.paths import runs_dir
+
+ASYNC_TP_FLAG = "--parallelism.enable_async_tensor_parallel"
+TP_DEGREE_FLAG = "--parallelism.tensor_parallel_degree"
+STEPS_FLAG = "--training.steps"
+FLOAT8_FLAG = "--model.converters=float8"
+ROWWISE_FLAG = "--float8.recipe_name=rowwise"
+
+TpType = Literal["vanilla", "async"]
+Quantization = Literal["bf16", "float8_tensorwise", "float8_rowwise"]
+QUANTIZATIONS: tuple[Quantization, ...] = ("bf16", "float8_tensorwise", "float8_rowwise")
+
+
+def split_flags(flags: str) -> list[str]:
+    """Shell words of a published command fragment: `--a.b="x"` becomes the argv item `--a.b=x`."""
+    try:
+        return shlex.split(flags)
+    except ValueError as error:
+        raise ValueError(f"cannot split {flags!r} into shell words: {error}") from None
+
+
+def flag_value(args: list[str], name: str) -> str | None:
+    """The value of `name=value` in args (the last one wins, as in torchtitan's parser)."""
+    values = [arg.split("=", 1)[1] for arg in args if arg.startswith(name + "=")]
+    return values[-1] if values else None
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Topology(_Strict):
+    nodes: PositiveInt
+    gpus_per_node: PositiveInt
+    tp: PositiveInt
+    fsdp: PositiveInt
+
+    @property
+    def world(self) -> int:
+        return self.nodes * self.gpus_per_node
+
+    @model_validator(mode="after")
+    def _degrees_cover_world(self) -> "Topology":
+        if self.tp * self.fsdp != self.world:
+            raise ValueError(f"tp x fsdp = {self.tp * self.fsdp} but nodes x gpus_per_node = {self.world}")
+        return self
+
+
+class Heading(_Strict):
+    gpu: str
+    activation_checkpointing: str
+    local_batch_size: PositiveInt
+
+
+class ConfigSpec(_Strict):
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$")
+    tp_type: TpType
+    quantization: Quantization
+    steps: PositiveInt
+    published_tps: float | None = Field(default=None, gt=0)
+    flags: str = ""
+
+    @property
+    def flag_list(self) -> list[str]:
+        return split_flags(self.flags)
+
+    @field_validator("flags")
+    @classmethod
+    def _flags_split(cls, flags: str) -> str:
+        split_flags(flags)
+        return flags
+
+    @model_validator(mode="after")
+    def _flags_match_labels(self) -> "ConfigSpec":
+        """The labels (tp_type, quantization) are what the report shows: they must be what the flags do."""
+        args = self.flag_list
+        if (ASYNC_TP_FLAG in args) != (self.tp_type == "async"):
+            raise ValueError(f"tp_type {self.tp_type!r} disagrees with the flags (async TP is {ASYNC_TP_FLAG})")
+        float8 = FLOAT8_FLAG in args
+        rowwise = ROWWISE_FLAG in args
+        implied = "float8_rowwise" if float8 and rowwise else "float8_tensorwise" if float8 else "bf16"
+        if (rowwise and not float8) or implied != self.quantization:
+            raise ValueError(f"quantization {self.quantization!r} disagrees with the flags (they say {implied!r})")
+        if flag_value(args, STEPS_FLAG) is not None:
+            raise ValueError(f"flags must not set {STEPS_FLAG}: use the `steps` key")
+        return self
+
+
+class MatrixSpec(_Strict):
+    model: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$")
+    aliases: list[str] = []
+    title: str
+    params: float = Field(gt=0, description="parameter count, for the memory guard")
+    train_config: str
+    topology: Topology
+    heading: Heading
+    common_flags: str
+    hardware: dict[str, str | int | float] = {}
+    configs: list[ConfigSpec] = Field(min_length=1)
+
+    @property
+    def common_flag_list(self) -> list[str]:
+        return split_flags(self.common_flags)
+
+    def config(self, config_id: str) -> ConfigSpec:
+        for config in self.configs:
+            if config.id == config_id:
+                return config
+        known = ", ".join(c.id for c in self.configs)
+        raise TitanbenchError(f"{self.model} has no config {config_id!r} (known: {known})")
+
+    @field_validator("common_flags")
+    @classmethod
+    def _common_flags_split(cls, flags: str) -> str:
+        split_flags(flags)
+        return flags
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "MatrixSpec":
+        ids = [c.id for c in self.configs]
+        duplicates = sorted({i for i in ids if ids.count(i) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate config ids: {', '.join(duplicates)}")
+        args = self.common_flag_list
+        tp = flag_value(args, TP_DEGREE_FLAG)
+        if tp != str(self.topology.tp):
+            raise ValueError(f"common_flags set {TP_DEGREE_FLAG}={tp} but topology.tp is {self.topology.tp}")
+        if flag_value(args, STEPS_FLAG) is not None:
+            raise ValueError(f"common_flags must not set {STEPS_FLAG}: steps are per config")
+        return self
+
+
+def _describe(error: ValidationError) -> str:
+    problems = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        problems.append(f"{where}: {item['msg'].removeprefix('Value error, ')}")
+    return "; ".join(problems)
+
+
+def load_spec_file(path: Path) -> MatrixSpec:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as error:
+        raise TitanbenchError(f"{path}: cannot read spec: {error.strerror}") from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise TitanbenchError(f"{path}: malformed YAML{where}: {getattr(error, 'problem', error)}") from None
+    if not isinstance(data, dict):
+        raise TitanbenchError(f"{path}: a spec must be a YAML mapping, got {type(data).__name__}")
+    try:
+        return MatrixSpec.model_validate(data)
+    except ValidationError as error:
+        raise TitanbenchError(f"{path}: invalid spec: {_describe(error)}") from None
+
+
+def builtin_spec_files() -> list[Path]:
+    return sorted(runs_dir().glob("*.yaml"))
+
+
+def load_spec(ref: str) -> MatrixSpec:
+    """`ref` is a model id, an alias, or a path to a spec file."""
+    path = Path(ref)
+    if path.suffix in (".yaml", ".yml") or path.is_file():
+        if not path.is_file():
+            raise TitanbenchError(f"{ref}: no such spec file")
+        return load_spec_file(path)
+    specs = [load_spec_file(p) for p in builtin_spec_files()]
+    for spec in specs:
+        if ref == spec.model or ref in spec.aliases:
+            return spec
+    known = ", ".join(name for s in specs for name in [s.model, *s.aliases])
+    raise TitanbenchError(f"unknown model {ref!r}: use one of {known}, all, or a path to a spec file")
+
+
+def resolve_models(ref: str) -> list[MatrixSpec]:
+    """`--model`: `all` (every built-in matrix), an id, an alias or a spec path."""
+    if ref == "all":
+        return [load_spec_file(p) for p in builtin_spec_files()]
+    return [load_spec(ref)]
