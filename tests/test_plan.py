@@ -1,0 +1,213 @@
+"""plan.py: the published flags exactly, declared bundle additions, deviations, guards, env, argv."""
+
+import shlex
+from pathlib import Path
+
+import pytest
+
+from titanbench.errors import TitanbenchError
+from titanbench.plan import (
+    Locations,
+    Overrides,
+    Rendezvous,
+    build_plan,
+    matrix_fingerprint,
+    state_gib_per_gpu,
+    topology_for,
+)
+from titanbench.spec import load_spec, resolve_models
+
+# The published commands, restated from the benchmark file (reference-facts.md), independently of runs/*.yaml.
+PUBLISHED_COMMON = {
+    "llama3_70b": '--activation_checkpoint.mode="full" --training.local-batch-size=16 --training.compile '
+    "--parallelism.tensor_parallel_degree=8",
+    "llama3_8b": '--activation_checkpoint.mode="selective" --activation_checkpoint.selective_ac_option="op" '
+    "--training.local-batch-size=12 --training.compile --parallelism.tensor_parallel_degree=8",
+}
+PUBLISHED_STEPS = {
+    "llama3_70b": {
+        "vanilla-bf16": 200,
+        "async-bf16": 100,
+        "vanilla-float8_tensorwise": 200,
+        "async-float8_tensorwise": 200,
+        "vanilla-float8_rowwise": 100,
+        "async-float8_rowwise": 100,
+    },
+    "llama3_8b": dict.fromkeys(
+        [
+            "vanilla-bf16",
+            "async-bf16",
+            "vanilla-float8_tensorwise",
+            "async-float8_tensorwise",
+            "vanilla-float8_rowwise",
+            "async-float8_rowwise",
+        ],
+        100,
+    ),
+}
+QUANT_FLAGS = {
+    "bf16": "",
+    "float8_tensorwise": '--model.converters="float8"',
+    "float8_rowwise": '--model.converters="float8" --float8.recipe_name="rowwise"',
+}
+ASYNC = "--parallelism.enable_async_tensor_parallel"
+PUBLISHED_TOPOLOGY = {
+    "llama3_70b": {"nodes": 32, "gpus_per_node": 8, "tp": 8, "fsdp": 32},
+    "llama3_8b": {"nodes": 8, "gpus_per_node": 8, "tp": 8, "fsdp": 8},
+}
+TRAIN_CONFIG = "torchtitan/models/llama3/train_configs/{}.toml"
+
+
+def published_args(model: str, config: str) -> set[str]:
+    tp_type, quantization = config.split("-")
+    words = [*shlex.split(PUBLISHED_COMMON[model]), f"--training.steps={PUBLISHED_STEPS[model][config]}"]
+    words += shlex.split(QUANT_FLAGS[quantization]) + ([ASYNC] if tp_type == "async" else [])
+    return set(words)
+
+
+@pytest.fixture
+def locations(tmp_path) -> Locations:
+    return Locations(run_dir=tmp_path / "run", cache_root=tmp_path / "cache", torchtitan_dir=tmp_path / "tt")
+
+
+def plans_for(model: str, locations: Locations, rendezvous: Rendezvous | None = None, **overrides):
+    return build_plan(resolve_models(model), Overrides(**overrides), rendezvous or Rendezvous(), locations)
+
+
+def test_all_twelve_configs_carry_exactly_the_published_flags_plus_declared_bundle_flags(locations):
+    plans = plans_for("all", locations)
+    assert len(plans) == 12
+    for plan in plans:
+        args = plan.torchtitan_args
+        assert args[:2] == ["--job.config_file", TRAIN_CONFIG.format(plan.model)]
+        bundle = [b["flag"] for b in plan.bundle_flags]
+        assert all(b["reason"] for b in plan.bundle_flags)
+        assert set(args[2:]) - set(bundle) == published_args(plan.model, plan.config), plan.config
+        assert len(args) == 2 + len(published_args(plan.model, plan.config)) + len(bundle)
+        assert args[-len(bundle) :] == bundle, "bundle flags come after the published ones"
+        assert plan.topology == PUBLISHED_TOPOLOGY[plan.model]
+        assert plan.deviations == []
+        assert plan.steps == PUBLISHED_STEPS[plan.model][plan.config]
+        assert plan.published_tps == load_spec(plan.model).config(plan.config).published_tps
+
+
+def test_bundle_flags_change_nothing_computed(locations):
+    # Only output locations and log colouring: torchtitan's compute-side sections are untouched.
+    for plan in plans_for("all", locations):
+        for flag in (b["flag"] for b in plan.bundle_flags):
+            assert flag.split("=")[0] in ("--job.dump_folder", "--metrics.disable_color_printing")
+
+
+def test_launcher_uses_static_rendezvous_then_the_trainer_module(locations):
+    rendezvous = Rendezvous(node_rank=3, master_addr="10.0.0.1", master_port=29600)
+    plan = plans_for("70b", locations, rendezvous)[1]
+    argv = plan.launcher_argv
+    assert argv[0] == "torchrun"
+    pairs = dict(zip(argv[1:11:2], argv[2:11:2], strict=True))
+    assert pairs == {
+        "--nnodes": "32",
+        "--nproc-per-node": "8",
+        "--node-rank": "3",
+        "--master-addr": "10.0.0.1",
+        "--master-port": "29600",
+    }
+    module = argv.index("-m")
+    assert argv[module + 1] == "torchtitan.train"
+    assert argv[module + 2 :] == plan.torchtitan_args
+
+
+def test_env_has_the_allocator_setting_and_one_compile_cache_per_config(locations):
+    plans = plans_for("all", locations)
+    for plan in plans:
+        assert plan.env["PYTORCH_CUDA_ALLOC_CONF"] == "expandable_segments:True"
+        assert set(plan.env) == set(plan.env_reasons)
+        assert "HF_HUB_OFFLINE" not in plan.env
+    caches = [(p.env["TORCHINDUCTOR_CACHE_DIR"], p.env["TRITON_CACHE_DIR"]) for p in plans]
+    flat = [d for pair in caches for d in pair]
+    assert len(set(flat)) == len(flat) == 24
+    assert all(Path(d).is_relative_to(locations.cache_root) for d in flat)
+
+
+# Overrides and the deviations they must produce: (overrides, expected deviation fragments, expected args).
+DEVIATION_CASES = [
+    ({"nodes": 1, "tp": 4}, ["nodes 1 (published 8)", "tp 4 (published 8)", "fsdp 2 (published 8)"], []),
+    ({"steps": 30}, ["steps 30 (published 100)"], ["--training.steps=30"]),
+    ({"profiling": False}, ["profiler off"], ["--profiling.no-enable-profiling"]),
+    ({"dataset": "c4_test"}, ["dataset c4_test (published c4)"], ["--training.dataset=c4_test"]),
+    ({"dataset": "c4"}, [], []),
+    ({"nodes": 8}, [], []),
+    ({"nodes": 2, "gpus_per_node": 4, "tp": 4}, ["nodes 2", "gpus_per_node 4", "tp 4", "fsdp 2"], []),
+]
+
+
+@pytest.mark.parametrize(("given", "deviations", "args"), DEVIATION_CASES)
+def test_every_override_is_a_listed_deviation(locations, given, deviations, args):
+    for plan in plans_for("8b", locations, **given):
+        assert len(plan.deviations) == len(deviations), plan.deviations
+        for fragment, deviation in zip(deviations, plan.deviations, strict=True):
+            assert fragment in deviation
+        for arg in args:
+            assert arg in plan.torchtitan_args
+        tp = plan.topology["tp"]
+        assert f"--parallelism.tensor_parallel_degree={tp}" in plan.torchtitan_args
+        assert sum(a.startswith("--training.steps=") for a in plan.torchtitan_args) == 1
+
+
+def test_local_data_sets_hub_offline(locations, tmp_path):
+    for overrides in ({"dataset": "c4_test"}, {"dataset_path": str(tmp_path / "c4")}):
+        plan = plans_for("8b", locations, **overrides)[0]
+        assert plan.env["HF_HUB_OFFLINE"] == "1"
+    plan = plans_for("8b", locations, dataset_path=str(tmp_path / "c4"))[0]
+    assert f"--training.dataset_path={tmp_path / 'c4'}" in [b["flag"] for b in plan.bundle_flags]
+    assert plan.deviations == []
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"nodes": 1}, r"FSDP degree 1 .*fp32.*--tp 4 for FSDP 2.*--allow-fp32"),
+        ({"nodes": 1, "tp": 3}, "TP degree 3 does not divide the world size 8"),
+        ({"nodes": 2, "tp": 16}, "TP degree 16 must divide the GPUs per node"),
+    ],
+)
+def test_guards_refuse_before_anything_runs(locations, overrides, message):
+    with pytest.raises(TitanbenchError, match=message):
+        plans_for("8b", locations, **overrides)
+
+
+def test_fp32_allowed_explicitly_is_a_deviation(locations):
+    plan = plans_for("8b", locations, nodes=1, allow_fp32=True)[0]
+    assert plan.topology["fsdp"] == 1
+    assert any("fp32" in d for d in plan.deviations)
+
+
+def test_memory_guard():
+    spec = load_spec("70b")
+    one_node = topology_for(spec, Overrides(nodes=1, tp=4))
+    # 70.6e9 params x 16 bytes / 8 GPUs: the facts doc's ~131 GiB per GPU.
+    assert state_gib_per_gpu(spec, one_node) == pytest.approx(131.5, abs=0.5)
+    assert state_gib_per_gpu(spec, topology_for(spec, Overrides())) == pytest.approx(4.1, abs=0.1)
+
+
+def test_memory_guard_refuses_unless_forced(locations):
+    with pytest.raises(TitanbenchError, match=r"need 131\.\d GiB per GPU at FSDP 2 x TP 4.*--force"):
+        plans_for("70b", locations, nodes=1, tp=4)
+    assert plans_for("70b", locations, nodes=1, tp=4, force=True)
+    assert plans_for("70b", locations, nodes=1, tp=4, gpu_mem_gib=141)
+
+
+def test_only_selects_configs_and_rejects_unknown(locations):
+    plans = build_plan(resolve_models("8b"), Overrides(), Rendezvous(), locations, only=("async-bf16",))
+    assert [p.config for p in plans] == ["async-bf16"]
+    with pytest.raises(TitanbenchError, match="--only 'nope' matches no config"):
+        build_plan(resolve_models("8b"), Overrides(), Rendezvous(), locations, only=("nope",))
+
+
+def test_fingerprint_is_what_is_computed_not_where_files_go(tmp_path):
+    here = Locations(tmp_path / "a", tmp_path / "ca", tmp_path / "t")
+    there = Locations(tmp_path / "b", tmp_path / "cb", tmp_path / "u")
+    node0 = plans_for("8b", here, Rendezvous(node_rank=0))
+    node5 = plans_for("8b", there, Rendezvous(node_rank=5, master_addr="h0"))
+    assert matrix_fingerprint(node0) == matrix_fingerprint(node5)
+    assert matrix_fingerprint(node0) != matrix_fingerprint(plans_for("8b", here, steps=50))
+    assert len({p.fingerprint for p in node0}) == 6
