@@ -1,0 +1,57 @@
+from pathlib import Path
+
+import click
+
+from titanbench.atomic import write_text
+from titanbench.errors import TitanbenchError
+from titanbench.report import collect, render_json, render_markdown, write_png
+from titanbench.stats import DEFAULT_WARMUP_STEPS
+
+
+@click.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write the report here, not to stdout.")
+@click.option("--format", "fmt", type=click.Choice(["markdown", "json"]), default="markdown", show_default=True)
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the PNG chart here [default with --out: next to it, same name, .png].",
+)
+@click.option(
+    "--warmup-steps",
+    type=click.IntRange(min=0),
+    default=DEFAULT_WARMUP_STEPS,
+    show_default=True,
+    help="Drop windows ending at or before this step.",
+)
+@click.option(
+    "--profile-freq",
+    type=click.IntRange(min=1),
+    help="Treat steps F, 2F, ... as profiler trace dumps (besides those the logs report).",
+)
+def report(
+    run_dir: Path, out: Path | None, fmt: str, plot: Path | None, warmup_steps: int, profile_freq: int | None
+) -> None:
+    """Render a run directory next to the published table.
+
+    Reads RUN_DIR/<model>/<config>/train.log (plus result.json and RUN_DIR/run.json when
+    present), so logs from your own torchtitan runs work too. Prints the published-shape
+    table, measured vs published TPS, deviations, pins, environment and the averaging method.
+
+    \b
+    Examples:
+      titanbench report results/20250613T100000Z
+      titanbench report results/RUN --out RESULTS.md        # also writes RESULTS.png
+      titanbench report results/RUN --format json --profile-freq 100
+    """
+    chart = plot or (out.with_suffix(".png") if out else None)
+    if chart is not None and out is not None and chart.resolve() == out.resolve():
+        raise TitanbenchError(f"--out {out} and the chart {chart} are the same file: pick another --plot")
+    doc = collect(run_dir, warmup_steps=warmup_steps, profile_freq=profile_freq)
+    text = render_markdown(doc) if fmt == "markdown" else render_json(doc)
+    if out is None:
+        click.echo(text, nl=False)
+    else:
+        write_text(out, text)
+    if chart is not None:
+        write_png(doc, chart)
