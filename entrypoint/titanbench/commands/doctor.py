@@ -1,0 +1,48 @@
+import json
+from dataclasses import asdict
+
+import click
+
+from titanbench.doctor import FAIL, OK, WARN, run_checks
+from titanbench.redact import known_secrets, scrub
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON object instead of text.")
+@click.option("--no-gpu", is_flag=True, help="Skip the GPU and RDMA hardware checks (login nodes, CI).")
+@click.option(
+    "--pins", "pins_only", is_flag=True,
+    help="Only check torch/torchao/torchtitan against pin/versions.env and parse the published configs.",
+)  # fmt: skip
+@click.option(
+    "--expect-gpus", type=click.IntRange(min=1), envvar="TITANBENCH_EXPECT_GPUS", show_envvar=True,
+    help="GPUs per node the plan needs (a mismatch fails); default: warn unless 8, as the reference.",
+)  # fmt: skip
+def doctor(as_json: bool, no_gpu: bool, pins_only: bool, expect_gpus: int | None) -> None:
+    """Check this node before burning GPU hours; exit 1 if any check FAILs.
+
+    Hardware (GPUs, NVLink, power cap, clocks, RDMA), container limits (ulimit -l, /dev/shm),
+    NCCL, known-bad variables, the pinned stack, the tokenizer under ./assets, the C4 data
+    (hub, or the copy named by TITANBENCH_DATASET_PATH), the Hugging Face token (never shown)
+    and free disk. The torchtitan checkout is read from TITANBENCH_TORCHTITAN_DIR.
+
+    \b
+    Examples:
+      titanbench doctor
+      titanbench doctor --no-gpu --json
+      titanbench doctor --pins --no-gpu     # last step of the image build
+    """
+    checks = run_checks(gpu=not no_gpu, pins_only=pins_only, expect_gpus=expect_gpus)
+    counts = {status: sum(c.status == status for c in checks) for status in (OK, WARN, FAIL)}
+    secrets = known_secrets()
+    if as_json:
+        payload = {"ok": counts[FAIL] == 0, "counts": counts, "checks": [asdict(c) for c in checks]}
+        click.echo(scrub(json.dumps(payload, indent=2), secrets))
+    else:
+        width = max(len(c.name) for c in checks)
+        for check in checks:
+            click.echo(scrub(f"{check.status:<4}  {check.name:<{width}}  {check.detail}", secrets))
+            if check.fix:
+                click.echo(scrub(f"{'':<4}  {'':<{width}}  fix: {check.fix}", secrets))
+        click.echo(f"doctor: {counts[FAIL]} FAIL, {counts[WARN]} WARN, {counts[OK]} OK")
+    raise SystemExit(1 if counts[FAIL] else 0)

@@ -1,0 +1,254 @@
+import json
+import os
+import subprocess
+import sys
+
+import pynvml
+import pytest
+from click.testing import CliRunner
+
+from fake_hub import serving
+from fake_nvml import IBV, FakeNvml, all_pairs, h100, nvml_8x_h100, sample_runner
+from titanbench import assets, doctor, gpuinfo
+from titanbench.cli import main
+from titanbench.doctor import FAIL, OK, WARN
+from titanbench.pins import pins
+from tokenizer_files import write_tiktoken_file
+
+TOKEN = "hf_" + "Dr4" * 12
+FILE_TOKEN = "file-token-" + "z3" * 10
+
+
+def by_name(checks):
+    return {c.name: c for c in checks}
+
+
+def statuses(checks):
+    return {c.name: c.status for c in checks}
+
+
+@pytest.fixture
+def clean_hf(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    for name in ("HF_TOKEN", "HF_TOKEN_PATH", "TITANBENCH_HF_TOKEN_FILE", "TITANBENCH_DATASET_PATH"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_every_non_ok_check_has_a_fix():
+    checks = [
+        *doctor.gpu_checks(None, "NVML: no driver"),
+        *doctor.gpu_checks(gpuinfo.read_nvidia_smi(sample_runner()), None, expect_gpus=16),
+        *doctor.rdma_checks(gpuinfo.parse_ibv_devinfo(IBV.read_text()), None),
+        *doctor.rdma_checks([], "none"),
+        *doctor.env_checks({"NCCL_IB_DISABLE": "1", "NCCL_ALGO": "Ring"}),
+    ]
+    assert {c.status for c in checks} == {OK, WARN, FAIL}
+    assert all(c.fix for c in checks if c.status != OK)
+
+
+def test_no_gpu_is_one_clear_fail():
+    [check] = doctor.gpu_checks(None, "NVML: NVML Shared Library Not Found; nvidia-smi: not found on PATH")
+    assert (check.name, check.status) == ("gpu.visible", FAIL)
+    assert "nvidia-smi: not found on PATH" in check.detail
+    assert "--gpus all" in check.fix
+
+
+def test_recorded_8x_h100_at_700w_warns_only_on_power():
+    checks = doctor.gpu_checks(gpuinfo.read_nvidia_smi(sample_runner()), None)
+    assert statuses(checks) == {
+        "gpu.visible": OK,
+        "gpu.count": OK,
+        "gpu.model": OK,
+        "gpu.compute_capability": OK,
+        "gpu.driver": OK,
+        "gpu.nvlink": OK,
+        "gpu.power_limit": WARN,
+        "gpu.clocks": OK,
+    }
+    power = by_name(checks)["gpu.power_limit"]
+    assert "700 W" in power.detail and "500 W" in power.detail
+    assert "nvidia-smi -pl 500" in power.fix
+    assert "18 links per GPU" in by_name(checks)["gpu.nvlink"].detail
+
+
+def test_nvml_node_matching_the_reference_is_all_ok():
+    checks = doctor.gpu_checks(gpuinfo.read_nvml(nvml_8x_h100()), None, expect_gpus=8)
+    assert {c.status for c in checks} == {OK}
+
+
+def test_missing_nvlink_pair_fails_and_names_it():
+    nvml = FakeNvml([h100(i) for i in range(4)], all_pairs(4) - {frozenset((1, 2))})
+    nvlink = by_name(doctor.gpu_checks(gpuinfo.read_nvml(nvml), None))["gpu.nvlink"]
+    assert nvlink.status == FAIL
+    assert "1-2" in nvlink.detail and "0-1" not in nvlink.detail
+
+
+def test_hardware_slowdown_fails_software_power_cap_warns():
+    gpus = [h100(i) for i in range(8)]
+    gpus[3]["reasons"] = pynvml.nvmlClocksEventReasonHwThermalSlowdown
+    clocks = by_name(doctor.gpu_checks(gpuinfo.read_nvml(FakeNvml(gpus, all_pairs(8))), None))["gpu.clocks"]
+    assert clocks.status == FAIL and "GPU3: hw_thermal_slowdown" in clocks.detail
+    capped = nvml_8x_h100(reasons=pynvml.nvmlClocksEventReasonSwPowerCap)
+    assert by_name(doctor.gpu_checks(gpuinfo.read_nvml(capped), None))["gpu.clocks"].status == WARN
+
+
+def test_older_gpus_and_drivers_fail():
+    nvml = FakeNvml([h100(i, name="NVIDIA A100-SXM4-80GB", cc=(8, 0)) for i in range(8)], all_pairs(8), driver="525.60")
+    checks = by_name(doctor.gpu_checks(gpuinfo.read_nvml(nvml), None))
+    assert checks["gpu.compute_capability"].status == FAIL
+    assert checks["gpu.model"].status == WARN
+    assert checks["gpu.driver"].status == FAIL
+
+
+def test_gpu_count_fails_against_the_plan_and_warns_against_the_reference():
+    four = FakeNvml([h100(i) for i in range(4)], all_pairs(4))
+    assert by_name(doctor.gpu_checks(gpuinfo.read_nvml(four), None, expect_gpus=8))["gpu.count"].status == FAIL
+    assert by_name(doctor.gpu_checks(gpuinfo.read_nvml(four), None))["gpu.count"].status == WARN
+
+
+def test_rdma_recorded_ports():
+    [check] = doctor.rdma_checks(gpuinfo.parse_ibv_devinfo(IBV.read_text()), None)
+    assert check.status == WARN
+    assert "8 of 9 port(s) ACTIVE" in check.detail and "mlx5_8/1 DOWN" in check.detail
+    [check] = doctor.rdma_checks([], "no devices under /sys/class/infiniband")
+    assert check.status == FAIL and "/dev/infiniband" in check.fix
+    down = [gpuinfo.RdmaPort("mlx5_0", 1, "DOWN")]
+    assert doctor.rdma_checks(down, None)[0].status == FAIL
+
+
+def test_known_bad_variables():
+    checks = by_name(doctor.env_checks({"NCCL_IB_DISABLE": "1", "TORCH_COMPILE_DISABLE": "1", "NCCL_PROTO": "LL"}))
+    assert checks["env.NCCL_IB_DISABLE"].status == FAIL
+    assert checks["env.TORCH_COMPILE_DISABLE"].status == FAIL
+    assert checks["env.NCCL_PROTO"].status == WARN
+    assert statuses(doctor.env_checks({"NCCL_IB_DISABLE": "0"})) == {"env": OK}
+
+
+def test_memlock_below_unlimited_fails():
+    code = (
+        "import resource; from titanbench.doctor import memlock_check;"
+        "resource.setrlimit(resource.RLIMIT_MEMLOCK, (65536, resource.getrlimit(resource.RLIMIT_MEMLOCK)[1]));"
+        "c = memlock_check(); print(c.status, c.detail)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.startswith("FAIL ulimit -l is 64 KiB")
+
+
+def test_missing_shm_fails(tmp_path):
+    check = doctor.shm_check(tmp_path / "no-shm")
+    assert check.status == FAIL and "--ipc=host" in check.fix
+
+
+def test_tokenizer_and_token_checks(clean_hf, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TITANBENCH_DATASET_PATH", str(tmp_path))
+    missing = by_name(doctor.asset_checks())
+    assert missing["assets.tokenizer"].status == FAIL
+    assert "titanbench assets tokenizer" in missing["assets.tokenizer"].fix
+    assert missing["assets.hf_token"].status == FAIL
+
+    write_tiktoken_file(tmp_path / assets.DEFAULT_TOKENIZER_DEST / assets.TOKENIZER_FILE, assets.LLAMA3_BASE_RANKS)
+    staged = by_name(doctor.asset_checks())
+    assert staged["assets.tokenizer"].status == OK and "128,000 ranks" in staged["assets.tokenizer"].detail
+    assert staged["assets.hf_token"].status == OK and "not needed" in staged["assets.hf_token"].detail
+
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    token = by_name(doctor.asset_checks())["assets.hf_token"]
+    assert token.detail == "set via HF_TOKEN (value not shown)"
+
+
+def test_dataset_local_copy(clean_hf, monkeypatch, tmp_path):
+    monkeypatch.setenv("TITANBENCH_DATASET_PATH", str(tmp_path))
+    assert doctor.dataset_check().status == FAIL
+    shard = tmp_path / assets.C4_TRAIN_SHARD.format(0)
+    shard.parent.mkdir()
+    shard.write_bytes(b"x")
+    check = doctor.dataset_check()
+    assert check.status == OK and "1 C4 train shard" in check.detail
+
+
+def dataset_check_in_a_fresh_process(tmp_path, **env: str) -> str:
+    """`dataset_check()` where huggingface_hub reads HF_ENDPOINT / HF_HUB_OFFLINE at import, as in real use."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "TITANBENCH_"))}
+    code = "from titanbench.doctor import dataset_check; c = dataset_check(); print(c.status, c.detail)"
+    done = subprocess.run(
+        [sys.executable, "-c", code], env={**base, "HF_HOME": str(tmp_path), **env}, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_dataset_on_the_hub_reachable_or_not(tmp_path):
+    shard = assets.C4_TRAIN_SHARD.format(0)
+    with serving() as hub:
+        missing = dataset_check_in_a_fresh_process(tmp_path, HF_ENDPOINT=hub.url)
+        assert missing.startswith(f"FAIL cannot reach {assets.C4_REPO} on {hub.url}")
+        hub.files[f"datasets/{assets.C4_REPO}/{shard}"] = b"shard"
+        reachable = dataset_check_in_a_fresh_process(tmp_path, HF_ENDPOINT=hub.url)
+        assert reachable == f"OK {assets.C4_REPO} reachable on {hub.url} (streamed by every rank)"
+        assert ("HEAD", f"/datasets/{assets.C4_REPO}/resolve/main/{shard}") in {(m, p) for m, p, _ in hub.requests}
+        seen = len(hub.requests)
+        offline = dataset_check_in_a_fresh_process(tmp_path, HF_ENDPOINT=hub.url, HF_HUB_OFFLINE="1")
+        assert offline.startswith("FAIL HF_HUB_OFFLINE is set")
+        assert len(hub.requests) == seen
+
+
+@pytest.fixture
+def secrets_set(clean_hf, monkeypatch, tmp_path):
+    token_file = tmp_path / "token"
+    token_file.write_text(FILE_TOKEN + "\n")
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    monkeypatch.setenv("TITANBENCH_HF_TOKEN_FILE", str(token_file))
+    monkeypatch.setenv("TITANBENCH_DATASET_PATH", str(tmp_path / "no-data"))  # never reach for the real hub
+    monkeypatch.setenv("NCCL_ALGO", f"Ring {TOKEN}")  # a secret inside a value doctor prints
+    monkeypatch.chdir(tmp_path)
+
+
+def test_doctor_on_this_machine_fails_clearly_without_traceback_or_secrets(secrets_set):
+    result = CliRunner().invoke(main, ["doctor"])
+    if "OK    gpu.visible" in result.output:
+        pytest.skip("this machine has GPUs")
+    assert result.exit_code == 1
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert "Traceback" not in result.output
+    assert "FAIL  gpu.visible" in result.output
+    assert "fix: " in result.output
+    assert result.output.strip().splitlines()[-1].startswith("doctor: ")
+    assert "NCCL_ALGO=Ring ***" in result.output
+    assert TOKEN not in result.output and FILE_TOKEN not in result.output
+
+
+def test_doctor_json_is_valid_and_hides_secrets(secrets_set):
+    result = CliRunner().invoke(main, ["doctor", "--json", "--no-gpu"])
+    assert result.exit_code == 1
+    report = json.loads(result.output)
+    assert report["ok"] is False
+    names = [c["name"] for c in report["checks"]]
+    assert not any(name.startswith(("gpu.", "rdma.")) for name in names)
+    assert "assets.hf_token" in names
+    assert "env.NCCL_ALGO" in names
+    assert TOKEN not in result.output and FILE_TOKEN not in result.output
+
+
+@pytest.mark.torchtitan
+def test_pins_mode_runs_only_the_pin_checks(monkeypatch):
+    pytest.importorskip("torchtitan.config_manager")
+    monkeypatch.delenv("TITANBENCH_BUILD_MODE", raising=False)
+    result = CliRunner().invoke(main, ["doctor", "--pins", "--no-gpu", "--json"])
+    report = json.loads(result.output)
+    checks = {c["name"]: c for c in report["checks"]}
+    assert set(checks) == {"pins.torch", "pins.torchao", "pins.torchtitan", "pins.configs"}
+    assert checks["pins.configs"]["status"] == OK
+    assert checks["pins.configs"]["detail"].startswith("12 published configs parse")
+    import torch
+
+    if torch.version.git_version != pins()["TORCH_COMMIT"]:
+        assert checks["pins.torch"]["status"] == FAIL
+        assert pins()["TORCH_COMMIT"] in checks["pins.torch"]["detail"]
+        assert result.exit_code == 1
+
+
+def test_help_has_an_example():
+    result = CliRunner().invoke(main, ["doctor", "--help"])
+    assert "titanbench doctor --pins --no-gpu" in result.output
+    assert "TITANBENCH_EXPECT_GPUS" in result.output
