@@ -1,0 +1,122 @@
+"""`titanbench docker`: start the benchmark container on this host."""
+
+import contextlib
+import dataclasses
+import os
+import tempfile
+from pathlib import Path
+
+import click
+
+from titanbench import docker as launcher
+
+TOKEN_ENV = "HF_TOKEN"
+
+
+@click.command()
+@click.option("--model", help="Model of the matrix to run (passed to `titanbench run --model`).")
+@click.option(
+    "--mode",
+    type=click.Choice(launcher.BUILD_MODES),
+    default="source",
+    show_default=True,
+    help="Which image build the default --image names.",
+)
+@click.option(
+    "--image",
+    envvar="TITANBENCH_IMAGE",
+    show_envvar=True,
+    help="Image to run [default: the local tag built by `make image` for --mode].",
+)
+@click.option(
+    "--results",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("results"),
+    show_default=True,
+    help="Host directory for the results (mounted at /results).",
+)
+@click.option(
+    "--assets",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Host directory holding original/tokenizer.model (`titanbench assets tokenizer --dest DIR`).",
+)
+@click.option(
+    "--cache",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Host directory for the Hugging Face and compile caches (mounted at /cache).",
+)
+@click.option(
+    "--hf-token-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    envvar="HF_TOKEN_FILE",
+    show_envvar=True,
+    help=f"File holding the Hugging Face token; else ${TOKEN_ENV} is used. Never printed.",
+)
+@click.option(
+    "--rdma",
+    type=click.Choice(["auto", "on", "off"]),
+    default="auto",
+    show_default=True,
+    help="Pass /dev/infiniband and IPC_LOCK; auto: when the host has RDMA devices.",
+)
+@click.option("--sys-ptrace", is_flag=True, help="Add CAP_SYS_PTRACE (pidfd_getfd under default seccomp).")
+@click.option("--print", "print_only", is_flag=True, help="Print the equivalent `docker run` line only.")
+@click.option("--print-image", is_flag=True, help="Print the default image name for --mode and exit.")
+@click.argument("run_args", nargs=-1, type=click.UNPROCESSED)
+def docker(
+    model: str | None,
+    mode: str,
+    image: str | None,
+    results: Path,
+    assets: Path | None,
+    cache: Path | None,
+    hf_token_file: Path | None,
+    rdma: str,
+    sys_ptrace: bool,
+    print_only: bool,
+    print_image: bool,
+    run_args: tuple[str, ...],
+) -> None:
+    """Run `titanbench run` in the benchmark image on this host, with the GPUs, host IPC and
+    network, RDMA devices when present, and mounts for results, assets and caches.
+    Arguments after `--` go to `titanbench run` inside the container.
+
+    \b
+    Example:
+      titanbench docker --model 70b --print
+      titanbench docker --model 8b --assets ~/llama3-tokenizer --cache /scratch/cache
+      titanbench docker --model 70b -- --nodes 32 --node-rank 0 --master-addr node001
+    """
+    if print_image:
+        click.echo(launcher.image_reference(mode))
+        return
+    token_in_env = bool(os.environ.get(TOKEN_ENV)) and hf_token_file is None
+    options = launcher.LaunchOptions(
+        image=image or launcher.image_reference(mode),
+        results=results,
+        model=model,
+        assets=assets,
+        cache=cache,
+        hf_token_file=hf_token_file,
+        hf_token_from_env=token_in_env and print_only,
+        rdma=launcher.rdma_present() if rdma == "auto" else rdma == "on",
+        sys_ptrace=sys_ptrace,
+        run_args=run_args,
+    )
+    if print_only:
+        click.echo(launcher.print_line(options))
+        return
+    client = launcher.connect()
+    for directory in (results, cache):
+        if directory is not None:
+            directory.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as stack:
+        if token_in_env:
+            # The SDK path mounts the token as a file, so it stays out of the container's configuration.
+            private = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="titanbench-token-")))
+            token_file = private / "hf_token"
+            token_file.touch(mode=0o600)
+            token_file.write_text(os.environ[TOKEN_ENV])
+            options = dataclasses.replace(options, hf_token_file=token_file)
+        status = launcher.run_container(client, options)
+    click.get_current_context().exit(status)

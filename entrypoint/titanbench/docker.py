@@ -1,0 +1,203 @@
+"""Start the benchmark container on this host, through the Docker SDK or as a plain `docker run` line.
+
+One container per node holds all local ranks (async TP needs them in one IPC and PID namespace).
+The Hugging Face token never enters the container's configuration: it is bind-mounted as a file
+and found through `HF_TOKEN_PATH`, so `docker inspect` cannot show it.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from titanbench.errors import TitanbenchError
+from titanbench.pins import pins
+
+if TYPE_CHECKING:
+    from docker import DockerClient
+    from docker.models.containers import Container
+
+IMAGE_REPOSITORY = "titanbench"
+BUILD_MODES = ("source", "release")
+INFINIBAND = Path("/dev/infiniband")
+INFINIBAND_TARGET = "/dev/infiniband"
+
+# Paths inside the image (see the Dockerfile).
+RESULTS_TARGET = "/results"
+CACHE_TARGET = "/cache"
+# torchtitan's tomls read `./assets/tokenizer/original/tokenizer.model` from its checkout.
+TOKENIZER_TARGET = "/opt/torchtitan/assets/tokenizer"
+TOKEN_TARGET = "/run/secrets/hf_token"
+
+MEMLOCK_UNLIMITED = -1
+STACK_BYTES = 64 * 1024 * 1024
+STOP_GRACE_S = 60
+
+
+def image_reference(mode: str = "source") -> str:
+    """The local tag of the image built from the pins: `titanbench:<torchtitan commit[:8]>-<mode>`."""
+    if mode not in BUILD_MODES:
+        raise TitanbenchError(f"unknown build mode {mode!r}: expected one of {', '.join(BUILD_MODES)}")
+    return f"{IMAGE_REPOSITORY}:{pins()['TORCHTITAN_COMMIT'][:8]}-{mode}"
+
+
+def rdma_present() -> bool:
+    """True when the host exposes RDMA devices (`INFINIBAND`), which the container then gets with IPC_LOCK."""
+    return INFINIBAND.is_dir() and any(INFINIBAND.iterdir())
+
+
+@dataclass(frozen=True)
+class Mount:
+    source: Path
+    target: str
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
+class LaunchOptions:
+    image: str
+    results: Path
+    model: str | None = None
+    assets: Path | None = None
+    cache: Path | None = None
+    # A file holding the token; mounted read-only, never read here.
+    hf_token_file: Path | None = None
+    # `--print` only: the printed line passes HF_TOKEN from the caller's environment, by name.
+    hf_token_from_env: bool = False
+    rdma: bool = False
+    sys_ptrace: bool = False
+    run_args: tuple[str, ...] = field(default_factory=tuple)
+
+    def mounts(self) -> list[Mount]:
+        mounts = [Mount(self.results.resolve(), RESULTS_TARGET)]
+        if self.assets is not None:
+            mounts.append(Mount(self.assets.resolve(), TOKENIZER_TARGET, read_only=True))
+        if self.cache is not None:
+            mounts.append(Mount(self.cache.resolve(), CACHE_TARGET))
+        if self.hf_token_file is not None:
+            mounts.append(Mount(self.hf_token_file.resolve(), TOKEN_TARGET, read_only=True))
+        return mounts
+
+    def environment(self) -> dict[str, str]:
+        env = {}
+        if self.cache is not None:
+            env["HF_HOME"] = f"{CACHE_TARGET}/huggingface"
+        if self.hf_token_file is not None:
+            env["HF_TOKEN_PATH"] = TOKEN_TARGET
+        return env
+
+    def capabilities(self) -> list[str]:
+        return (["IPC_LOCK"] if self.rdma else []) + (["SYS_PTRACE"] if self.sys_ptrace else [])
+
+    def devices(self) -> list[str]:
+        return [f"{INFINIBAND}:{INFINIBAND_TARGET}:rwm"] if self.rdma else []
+
+    def command(self) -> list[str]:
+        command = ["run"]
+        if self.model is not None:
+            command += ["--model", self.model]
+        command += ["--results", RESULTS_TARGET]
+        if self.cache is not None:
+            command += ["--cache-dir", f"{CACHE_TARGET}/compile"]
+        return command + list(self.run_args)
+
+
+def docker_run_argv(options: LaunchOptions) -> list[str]:
+    """The plain `docker run` equivalent of `create_container` + start."""
+    argv = ["docker", "run", "--rm", "--init", "--gpus", "all", "--ipc=host", "--network=host"]
+    argv += ["--ulimit", f"memlock={MEMLOCK_UNLIMITED}", "--ulimit", f"stack={STACK_BYTES}"]
+    argv += [f"--device={device}" for device in options.devices()]
+    argv += [f"--cap-add={cap}" for cap in options.capabilities()]
+    for mount in options.mounts():
+        argv += ["-v", f"{mount.source}:{mount.target}" + (":ro" if mount.read_only else "")]
+    for name, value in options.environment().items():
+        argv += ["-e", f"{name}={value}"]
+    if options.hf_token_from_env and options.hf_token_file is None:
+        argv += ["-e", "HF_TOKEN"]
+    return [*argv, options.image, *options.command()]
+
+
+def print_line(options: LaunchOptions) -> str:
+    return shlex.join(docker_run_argv(options))
+
+
+def _docker_sdk():  # type: ignore[no-untyped-def]
+    try:
+        import docker
+    except ImportError as error:
+        raise TitanbenchError(
+            "the Docker SDK is not installed: pip install 'titanbench[host]' (or use --print)"
+        ) from error
+    return docker
+
+
+def connect() -> DockerClient:
+    docker = _docker_sdk()
+    try:
+        client = docker.from_env()
+        client.ping()
+    except docker.errors.DockerException as error:
+        raise TitanbenchError(f"cannot reach the Docker engine: {error}") from error
+    return client
+
+
+def create_container(client: DockerClient, options: LaunchOptions) -> Container:
+    """Create (not start) the benchmark container for `options`."""
+    if options.hf_token_from_env:
+        raise ValueError("the SDK path takes the token as a file only (hf_token_file)")
+    docker = _docker_sdk()
+    for mount in options.mounts():
+        if not mount.source.exists():
+            raise TitanbenchError(f"{mount.source} does not exist (to be mounted at {mount.target})")
+    try:
+        return client.containers.create(
+            options.image,
+            command=options.command(),
+            init=True,
+            ipc_mode="host",
+            network_mode="host",
+            device_requests=[docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])],
+            ulimits=[
+                docker.types.Ulimit(name="memlock", soft=MEMLOCK_UNLIMITED, hard=MEMLOCK_UNLIMITED),
+                docker.types.Ulimit(name="stack", soft=STACK_BYTES, hard=STACK_BYTES),
+            ],
+            devices=options.devices(),
+            cap_add=options.capabilities() or None,
+            mounts=[
+                docker.types.Mount(
+                    target=mount.target, source=str(mount.source), type="bind", read_only=mount.read_only
+                )
+                for mount in options.mounts()
+            ],
+            environment=options.environment(),
+        )
+    except docker.errors.ImageNotFound as error:
+        raise TitanbenchError(
+            f"image {options.image} not found: build it with `make image` (or `make image-release`), "
+            "pull it, or pass --image"
+        ) from error
+    except docker.errors.APIError as error:
+        raise TitanbenchError(f"docker could not create the container: {error.explanation}") from error
+
+
+def run_container(client: DockerClient, options: LaunchOptions) -> int:
+    """Create and start the container, stream its output here, and return its exit status.
+
+    Ctrl-C stops the container (SIGTERM, then SIGKILL after a grace period) so that
+    `titanbench run` inside can mark the running config as interrupted.
+    """
+    container = create_container(client, options)
+    try:
+        container.start()
+        try:
+            for chunk in container.logs(stream=True, follow=True):
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.buffer.flush()
+        except KeyboardInterrupt:
+            container.stop(timeout=STOP_GRACE_S)
+        return int(container.wait()["StatusCode"])
+    finally:
+        container.remove(force=True)
