@@ -4,6 +4,7 @@ include pin/versions.env
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+TITANBENCH := $(BIN)/titanbench
 MODEL ?= all
 RUN ?=
 
@@ -27,17 +28,23 @@ services: ## (root) Start what the marked tests need: a Docker engine and a one-
 test: ## The test suite (CI runs exactly this)
 	$(BIN)/pytest
 
-lint: ## ruff, mypy and hadolint
+lint: lint-docker ## ruff, mypy and hadolint
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
 plan: ## Show the launches of a matrix: make plan MODEL=70b
-	$(BIN)/titanbench plan --model $(MODEL)
+	$(TITANBENCH) plan --model $(MODEL)
 
 report: ## Render a run directory: make report RUN=results/<run-id>
 	@test -n "$(RUN)" || { echo "usage: make report RUN=results/<run-id>" >&2; exit 2; }
-	$(BIN)/titanbench report $(RUN)
+	$(TITANBENCH) report $(RUN) --out $(RUN)/RESULTS.md
 
--include mk/image.mk
--include mk/deploy.mk
+# A fresh clone on a GPU host: `make image` / `make run` first make a venv with the host launcher only.
+$(TITANBENCH):
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -e ".[host]"
+
+include mk/image.mk
+include mk/deploy.mk
+image image-release run push enroot deploy: | $(TITANBENCH)

@@ -8,7 +8,7 @@ include pin/versions.env
 DOCKER ?= docker
 TITANBENCH ?= titanbench
 PYTHON ?= python3
-HADOLINT ?= hadolint
+HADOLINT ?= $(BIN)/hadolint
 # A CA certificate for a TLS-inspecting proxy, used by the build stages only (a BuildKit secret).
 EXTRA_CA_CERT ?=
 

@@ -1,0 +1,267 @@
+"""`titanbench deploy k8s`: TrainJob and JobSet manifests, checked against the real schemas, and the
+node rank each pod finds in the environment its controller injects."""
+
+import copy
+import re
+
+import jsonschema
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from k8s_schemas import default_runtime, jobset_job, trainjob_pod, validate_core, validate_custom
+from titanbench.commands.deploy import deploy
+from titanbench.commands.run import run
+from titanbench.deploy import target
+from titanbench.deploy.k8s import (
+    COMPLETION_INDEX_ANNOTATION,
+    RUNTIME_CONTAINER,
+    RUNTIME_JOB,
+    TORCH_RUNTIME,
+    K8sOptions,
+    manifest,
+)
+from titanbench.docker import image_reference
+from titanbench.nodes import Explicit, discover
+
+IMAGE = "registry.example/titanbench:test"
+MODELS = ("llama3_8b", "llama3_70b")
+# Kubeflow Trainer's torch plugin: the port it puts in PET_MASTER_PORT.
+TRAINER_MASTER_PORT = "29400"
+
+
+def render(model: str, flavor: str, **options) -> dict:
+    return manifest(target(model, options.pop("nodes", None)), K8sOptions(image=IMAGE, flavor=flavor, **options))
+
+
+def pod_spec(obj: dict) -> dict:
+    if obj["kind"] == "JobSet":
+        return jobset_job(obj)["spec"]["template"]["spec"]
+    return trainjob_pod(obj, default_runtime())["spec"]
+
+
+def main_container(obj: dict) -> dict:
+    containers = pod_spec(obj)["containers"]
+    assert len(containers) == 1
+    return containers[0]
+
+
+def run_request(command: list[str]) -> tuple[Explicit, int]:
+    """What `titanbench run` makes of the command line: its explicit topology flags and --nodes."""
+    assert command[:2] == ["titanbench", "run"]
+    params = run.make_context("run", list(command[2:])).params
+    return Explicit(params["node_rank"], params["master_addr"], params["master_port"]), params["nodes"]
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("flavor", ["trainjob", "jobset"])
+def test_manifest_validates_against_its_crd_and_the_core_schema(model, flavor):
+    obj = render(model, flavor, rdma_resource="rdma/ib")
+    validate_custom(obj)
+    if flavor == "jobset":
+        validate_core(jobset_job(obj))
+    else:
+        validate_core(trainjob_pod(obj, default_runtime()))
+    name = obj["metadata"]["name"]
+    # The TrainJob CRD's CEL rule and JobSet's pod host names: a DNS-1035 label of at most 63.
+    assert re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", name) and len(name) <= 63
+
+
+@pytest.mark.parametrize("flavor", ["trainjob", "jobset"])
+def test_one_pod_per_node_with_all_its_gpus_shm_ipc_lock_and_the_results_claim(flavor):
+    obj = render("llama3_70b", flavor, results_pvc="bench-data")
+    if flavor == "trainjob":
+        assert obj["spec"]["trainer"]["numNodes"] == 32
+    else:
+        job = jobset_job(obj)["spec"]
+        assert (job["parallelism"], job["completions"], job["completionMode"]) == (32, 32, "Indexed")
+        assert [r["replicas"] for r in obj["spec"]["replicatedJobs"]] == [1]
+    container, spec = main_container(obj), pod_spec(obj)
+    assert container["resources"]["limits"] == {"nvidia.com/gpu": 8}
+    assert "IPC_LOCK" in container["securityContext"]["capabilities"]["add"]
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    assert volumes[mounts["/dev/shm"]["name"]]["emptyDir"] == {"medium": "Memory"}
+    assert volumes[mounts["/results"]["name"]]["persistentVolumeClaim"] == {"claimName": "bench-data"}
+    assert container["command"][:2] == ["titanbench", "run"]
+    assert container["command"][container["command"].index("--results") + 1] == "/results"
+
+
+@pytest.mark.parametrize("flavor", ["trainjob", "jobset"])
+def test_rdma_resource_only_when_given(flavor):
+    assert "rdma/ib" not in main_container(render("llama3_8b", flavor))["resources"]["limits"]
+    resources = main_container(render("llama3_8b", flavor, rdma_resource="rdma/ib=2"))["resources"]
+    assert resources["limits"]["rdma/ib"] == resources["requests"]["rdma/ib"] == 2
+
+
+@pytest.mark.parametrize("flavor", ["trainjob", "jobset"])
+def test_hf_token_comes_from_a_secret_and_no_secret_is_a_literal(flavor, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_secretvalue123")
+    obj = render("llama3_8b", flavor, hf_secret="my-hf")
+    env = {e["name"]: e for e in main_container(obj)["env"]}
+    assert env["HF_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "my-hf"
+    assert "value" not in env["HF_TOKEN"]
+    assert "hf_secretvalue123" not in yaml.safe_dump(obj)
+
+
+def test_trainjob_patches_address_the_default_runtime():
+    """runtimePatches name a replicated job and a container; both must exist in `torch-distributed`."""
+    runtime = default_runtime()
+    assert runtime["metadata"]["name"] == TORCH_RUNTIME
+    job = runtime["spec"]["template"]["spec"]["replicatedJobs"][0]
+    assert job["name"] == RUNTIME_JOB
+    assert RUNTIME_CONTAINER in [c["name"] for c in job["template"]["spec"]["template"]["spec"]["containers"]]
+    obj = render("llama3_8b", "trainjob")
+    assert obj["spec"]["runtimeRef"]["name"] == TORCH_RUNTIME
+    container = main_container(obj)
+    assert container["image"] == IMAGE
+    assert any(m["mountPath"] == "/dev/shm" for m in container["volumeMounts"])
+
+
+def test_trainjob_node_rank_from_the_pet_variables_trainer_injects():
+    obj = render("llama3_8b", "trainjob", nodes=4)
+    trainer, name = obj["spec"]["trainer"], obj["metadata"]["name"]
+    explicit, nodes = run_request(trainer["command"])
+    # The manifest leaves node rank, node 0 and the port to what the controller injects.
+    assert explicit == Explicit()
+    for rank in range(trainer["numNodes"]):
+        env = {
+            "PET_NNODES": str(trainer["numNodes"]),
+            "PET_NPROC_PER_NODE": str(trainer["numProcPerNode"]),
+            "PET_NODE_RANK": str(rank),
+            "PET_MASTER_ADDR": f"{name}-{RUNTIME_JOB}-0-0.{name}",
+            "PET_MASTER_PORT": TRAINER_MASTER_PORT,
+        }
+        topology = discover(env, explicit, nodes)
+        assert (topology.nnodes, topology.node_rank) == (4, rank)
+        assert (topology.master_addr, topology.master_port) == (f"{name}-node-0-0.{name}", int(TRAINER_MASTER_PORT))
+        assert topology.source.startswith("Kubeflow")
+
+
+def _kubelet_env(container: dict, annotations: dict[str, str]) -> dict[str, str]:
+    """The container's env as the kubelet resolves it (literal values and pod-annotation fieldRefs)."""
+    env = {}
+    for item in container["env"]:
+        if "value" in item:
+            env[item["name"]] = item["value"]
+        elif "fieldRef" in item.get("valueFrom", {}):
+            key = re.fullmatch(r"metadata\.annotations\['(.+)'\]", item["valueFrom"]["fieldRef"]["fieldPath"])
+            assert key, item
+            env[item["name"]] = annotations[key.group(1)]
+    return env
+
+
+def test_jobset_node_rank_from_the_completion_index_and_node_zero_from_stable_dns():
+    obj = render("llama3_8b", "jobset", nodes=3)
+    name = obj["metadata"]["name"]
+    replicated = obj["spec"]["replicatedJobs"][0]
+    subdomain = obj["spec"]["network"]["subdomain"]
+    assert obj["spec"]["network"]["enableDNSHostnames"] is True
+    # JobSet names pod <jobset>-<replicatedJob>-<jobIndex>-<podIndex> in the JobSet's subdomain.
+    node0 = f"{name}-{replicated['name']}-0-0.{subdomain}"
+    container = main_container(obj)
+    explicit, nodes = run_request(container["command"])
+    for index in range(nodes):
+        env = _kubelet_env(container, {COMPLETION_INDEX_ANNOTATION: str(index)})
+        assert env["MASTER_ADDR"] == node0
+        topology = discover(env, explicit, nodes)
+        assert (topology.nnodes, topology.node_rank, topology.master_addr) == (3, index, node0)
+        assert topology.source.startswith("JobSet")
+
+
+def test_extra_run_arguments_follow_the_command():
+    obj = manifest(target("8b", 2), K8sOptions(image=IMAGE, flavor="jobset", extra=("--steps", "20")))
+    command = main_container(obj)["command"]
+    assert command[-2:] == ["--steps", "20"]
+    assert command[command.index("--model") + 1] == "llama3_8b"
+
+
+# A broken manifest must fail: proof that each validator bites.
+def _broken_trainjob_nodes(obj):
+    obj["spec"]["trainer"]["numNodes"] = "eight"
+
+
+def _broken_trainjob_unknown_field(obj):
+    obj["spec"]["trainer"]["gpus"] = 8
+
+
+def _broken_trainjob_patch_without_manager(obj):
+    del obj["spec"]["runtimePatches"][0]["manager"]
+
+
+def _broken_jobset_without_job_name(obj):
+    del obj["spec"]["replicatedJobs"][0]["name"]
+
+
+def _broken_jobset_misspelled_field(obj):
+    obj["spec"]["replicatedJobs"][0]["template"]["spec"]["paralelism"] = 2
+
+
+@pytest.mark.parametrize(
+    ("flavor", "breakage"),
+    [
+        ("trainjob", _broken_trainjob_nodes),
+        ("trainjob", _broken_trainjob_unknown_field),
+        ("trainjob", _broken_trainjob_patch_without_manager),
+        ("jobset", _broken_jobset_without_job_name),
+        ("jobset", _broken_jobset_misspelled_field),
+    ],
+)
+def test_crd_validation_rejects_a_broken_manifest(flavor, breakage):
+    obj = copy.deepcopy(render("llama3_8b", flavor))
+    breakage(obj)
+    with pytest.raises(jsonschema.ValidationError):
+        validate_custom(obj)
+
+
+def test_core_validation_rejects_a_broken_pod():
+    job = jobset_job(render("llama3_8b", "jobset"))
+    job["spec"]["template"]["spec"]["volumes"][0]["emptyDir"]["medium"] = {"memory": True}
+    with pytest.raises(jsonschema.ValidationError):
+        validate_core(job)
+    pod = trainjob_pod(render("llama3_8b", "trainjob"), default_runtime())
+    del pod["spec"]["containers"][0]["name"]
+    with pytest.raises(jsonschema.ValidationError):
+        validate_core(pod)
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(deploy, ["k8s", *args])
+
+
+def test_cli_writes_the_manifest_with_its_command_line(tmp_path):
+    out = tmp_path / "job.yaml"
+    result = invoke("--model", "8b", "--flavor", "jobset", "--image", IMAGE, "--namespace", "ml", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    text = out.read_text()
+    assert text.startswith("# Rendered by: titanbench deploy k8s --model 8b --flavor jobset")
+    obj = yaml.safe_load(text)
+    validate_custom(obj)
+    assert obj["metadata"]["namespace"] == "ml"
+
+
+def test_cli_defaults_to_the_image_built_from_the_pins(monkeypatch):
+    monkeypatch.delenv("TITANBENCH_IMAGE", raising=False)
+    result = invoke("--model", "8b", "--flavor", "trainjob")
+    assert result.exit_code == 0, result.output
+    assert yaml.safe_load(result.output)["spec"]["trainer"]["image"] == image_reference()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model", "all", "--flavor", "jobset"], "one model per launch file"),
+        (["--model", "nope", "--flavor", "jobset"], "unknown model 'nope'"),
+        (["--model", "8b", "--flavor", "jobset", "--namespace", "Bad_NS"], "not a Kubernetes name"),
+        (["--model", "8b", "--flavor", "trainjob", "--rdma-resource", "ib"], "extended resource name"),
+        (["--model", "8b", "--flavor", "trainjob", "--rdma-resource", "rdma/ib=x"], "extended resource name"),
+        (["--model", "8b", "--flavor", "mpi"], "'mpi' is not one of"),
+        (["--model", "8b", "--flavor", "jobset", "--nodes", "0"], "--nodes"),
+    ],
+)
+def test_cli_bad_input_is_one_error_line(args, message):
+    result = invoke("--image", IMAGE, *args)
+    assert result.exit_code != 0
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert sum(line.startswith("Error:") for line in result.output.splitlines()) == 1
