@@ -2,7 +2,7 @@
 # Build with `make image` (source mode, hours) or `make image-release` (public releases, minutes):
 # every pin arrives as a --build-arg from pin/versions.env, so none has a default here.
 # The last step runs `titanbench doctor --pins --no-gpu` inside the image: a build whose pins are
-# off fails. See docs/image.md.
+# off fails. See README.md, "The image".
 
 ARG CUDA_DEVEL_IMAGE
 ARG CUDA_RUNTIME_IMAGE

@@ -36,11 +36,13 @@ MODEL ?=
 NNODES ?=
 NODE_RANK ?=
 MASTER_ADDR ?=
+# Any other `titanbench run` options, e.g. ARGS="--nodes 1 --tp 4" on a single node.
+ARGS ?=
 RUN_FLAGS = $(if $(MODEL),--model $(MODEL)) --mode $(MODE)
 RUN_ARGS = $(if $(NNODES),--nodes $(NNODES)) $(if $(NODE_RANK),--node-rank $(NODE_RANK)) \
-	$(if $(MASTER_ADDR),--master-addr $(MASTER_ADDR))
+	$(if $(MASTER_ADDR),--master-addr $(MASTER_ADDR)) $(ARGS)
 
-run:  ## Run the benchmark in the image on this host: make run MODEL=70b [NNODES= NODE_RANK= MASTER_ADDR=]
+run:  ## Run the benchmark in the image on this host: make run MODEL=70b [NNODES= NODE_RANK= MASTER_ADDR= ARGS=]
 	$(TITANBENCH) docker $(RUN_FLAGS) -- $(RUN_ARGS)
 
 push:  ## Tag and push the image: make push REGISTRY=registry.example.com/team [MODE=release]

@@ -35,6 +35,15 @@ def invoke(*args: str, env: dict[str, str] | None = None):
     return CliRunner().invoke(main, ["docker", *args], env={"HF_TOKEN": None, **(env or {})})
 
 
+@pytest.fixture
+def assets(tmp_path) -> str:
+    """A staged tokenizer directory, as `titanbench assets tokenizer --dest DIR` leaves it."""
+    tokenizer = tmp_path / "assets" / "original" / "tokenizer.model"
+    tokenizer.parent.mkdir(parents=True)
+    tokenizer.write_text("IQ== 0\n")
+    return str(tmp_path / "assets")
+
+
 def printed(*args: str, env: dict[str, str] | None = None) -> list[str]:
     result = invoke("--print", *args, env=env)
     assert result.exit_code == 0, result.output
@@ -100,17 +109,17 @@ def test_image_option_and_env_override_the_default(no_rdma):
     assert "env/image:1" in printed(env={"TITANBENCH_IMAGE": "env/image:1"})
 
 
-def test_print_needs_neither_the_sdk_nor_an_engine(no_rdma, monkeypatch):
+def test_print_needs_neither_the_sdk_nor_an_engine(no_rdma, monkeypatch, assets):
     monkeypatch.setitem(sys.modules, "docker", None)  # `import docker` now raises ImportError
     assert printed("--model", "70b")
-    result = invoke("--model", "70b")
+    result = invoke("--model", "70b", "--assets", assets)
     assert result.exit_code == 1
     assert result.output.startswith("Error: the Docker SDK is not installed")
     assert "Traceback" not in result.output
 
 
-def test_unreachable_engine_is_one_error_line(no_rdma, tmp_path):
-    result = invoke("--model", "70b", env={"DOCKER_HOST": f"unix://{tmp_path}/missing.sock"})
+def test_unreachable_engine_is_one_error_line(no_rdma, tmp_path, assets):
+    result = invoke("--model", "70b", "--assets", assets, env={"DOCKER_HOST": f"unix://{tmp_path}/missing.sock"})
     assert result.exit_code == 1
     assert result.output.startswith("Error: cannot reach the Docker engine")
     assert len(result.output.strip().splitlines()) == 1
@@ -120,7 +129,6 @@ def test_unreachable_engine_is_one_error_line(no_rdma, tmp_path):
     ("args", "message"),
     [
         (["--mode", "nightly"], "Invalid value for '--mode'"),
-        (["--assets", "/no/such/dir"], "Invalid value for '--assets'"),
         (["--hf-token-file", "/no/such/file"], "Invalid value for '--hf-token-file'"),
         (["--bogus"], "No such option"),
     ],
@@ -129,6 +137,13 @@ def test_bad_input_is_a_clear_error(args, message):
     result = invoke("--print", *args)
     assert result.exit_code == 2
     assert message in result.output and "Traceback" not in result.output
+
+
+def test_missing_tokenizer_stops_before_any_container(no_rdma, tmp_path):
+    result = invoke("--model", "8b", "--assets", str(tmp_path / "empty"))
+    assert result.exit_code == 1
+    assert result.output.startswith(f"Error: no tokenizer at {tmp_path / 'empty' / 'original' / 'tokenizer.model'}")
+    assert "titanbench assets tokenizer" in result.output
 
 
 def test_help_never_imports_the_docker_sdk():
@@ -212,7 +227,7 @@ def test_created_container_has_the_benchmark_host_config(client, tmp_path):
 
 
 @pytest.mark.docker
-def test_token_from_the_environment_reaches_the_container_as_a_file(client, tmp_path, monkeypatch, no_rdma):
+def test_token_from_the_environment_reaches_the_container_as_a_file(client, tmp_path, monkeypatch, no_rdma, assets):
     seen: dict = {}
 
     def create_and_inspect(engine, options):
@@ -229,7 +244,9 @@ def test_token_from_the_environment_reaches_the_container_as_a_file(client, tmp_
         return 3
 
     monkeypatch.setattr(launcher, "run_container", create_and_inspect)
-    result = invoke("--image", TEST_BASE_IMAGE, "--results", str(tmp_path / "results"), env={"HF_TOKEN": TOKEN})
+    result = invoke(
+        "--image", TEST_BASE_IMAGE, "--results", str(tmp_path / "results"), "--assets", assets, env={"HF_TOKEN": TOKEN}
+    )
     assert result.exit_code == 3, result.output
     assert TOKEN not in result.output
     assert not seen["token_file"].exists()

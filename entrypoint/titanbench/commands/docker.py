@@ -9,6 +9,8 @@ from pathlib import Path
 import click
 
 from titanbench import docker as launcher
+from titanbench.assets import DEFAULT_TOKENIZER_DEST, TOKENIZER_FILE
+from titanbench.errors import TitanbenchError
 
 TOKEN_ENV = "HF_TOKEN"
 
@@ -37,7 +39,9 @@ TOKEN_ENV = "HF_TOKEN"
 )
 @click.option(
     "--assets",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    type=click.Path(file_okay=False, path_type=Path),
+    default=DEFAULT_TOKENIZER_DEST,
+    show_default=True,
     help="Host directory holding original/tokenizer.model (`titanbench assets tokenizer --dest DIR`).",
 )
 @click.option(
@@ -68,7 +72,7 @@ def docker(
     mode: str,
     image: str | None,
     results: Path,
-    assets: Path | None,
+    assets: Path,
     cache: Path | None,
     hf_token_file: Path | None,
     rdma: str,
@@ -106,6 +110,11 @@ def docker(
     if print_only:
         click.echo(launcher.print_line(options))
         return
+    if not (assets / TOKENIZER_FILE).is_file():
+        raise TitanbenchError(
+            f"no tokenizer at {assets / TOKENIZER_FILE}: run `titanbench assets tokenizer --dest {assets}` "
+            "first, or point --assets at the directory holding it"
+        )
     client = launcher.connect()
     for directory in (results, cache):
         if directory is not None:
