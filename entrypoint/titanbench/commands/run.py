@@ -1,0 +1,96 @@
+from pathlib import Path
+
+import click
+
+from titanbench.coordinate import DEFAULT_JOIN_TIMEOUT
+from titanbench.errors import TitanbenchError
+from titanbench.launch import DEFAULT_GRACE_SECONDS, Limits
+from titanbench.nodes import Explicit
+from titanbench.options import matrix_options
+
+SECONDS = click.FloatRange(min=0, min_open=True)
+
+
+@click.command()
+@matrix_options
+@click.option("--only", multiple=True, metavar="CONFIG", help="Run only this config id (repeatable).")
+@click.option("--run-id", help="Run directory name under --results [default: UTC timestamp].")
+@click.option(
+    "--resume",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    metavar="RUN_DIR",
+    help="Rerun the configs of RUN_DIR that are not ok, with the plan recorded in its run.json.",
+)
+@click.option("--node-rank", type=click.IntRange(min=0), help="This node's rank [discovered, else 0].")
+@click.option("--master-addr", help="Node 0's address [discovered, else 127.0.0.1].")
+@click.option(
+    "--master-port", type=click.IntRange(1, 65535), help="torchrun's rendezvous port [discovered, else 29500]."
+)
+@click.option(
+    "--coord-port",
+    type=click.IntRange(1, 65535),
+    help="Port of node 0's driver, where the nodes agree on the plan [default: master port + 1].",
+)
+@click.option(
+    "--join-timeout",
+    type=SECONDS,
+    default=DEFAULT_JOIN_TIMEOUT,
+    show_default=True,
+    help="Seconds to wait for all nodes' drivers to meet.",
+)
+@click.option("--config-timeout", type=SECONDS, help="Stop a config after this many seconds (status timeout).")
+@click.option("--stall-timeout", type=SECONDS, help="Stop a config that prints nothing for this long (status stalled).")
+@click.option(
+    "--grace-period",
+    type=SECONDS,
+    default=DEFAULT_GRACE_SECONDS,
+    show_default=True,
+    help="Seconds between forwarding SIGTERM/SIGINT to torchrun and SIGKILL.",
+)
+@click.pass_context
+def run(
+    ctx: click.Context,
+    only,
+    run_id,
+    resume,
+    node_rank,
+    master_addr,
+    master_port,
+    coord_port,
+    join_timeout,
+    config_timeout,
+    stall_timeout,
+    grace_period,
+    **options,
+):
+    """Run a matrix through torchrun, one config after another, on this node.
+
+    Every node runs the same command; node 0 decides which configs run and writes the results.
+    A config that fails, hangs or times out gets its status and the matrix goes on; the exit status
+    is non-zero if any config is not ok (128+N after signal N). Finished results are never rerun.
+
+    \b
+    Examples:
+      titanbench run --model 8b --nodes 1 --tp 4
+      srun --nodes 8 --ntasks-per-node 1 titanbench run --model 8b
+      titanbench run --model 8b --nodes 2 --node-rank 1 --master-addr node0.example
+      titanbench run --resume results/20250613T100000Z
+    """
+    from titanbench.runner import Request, run_matrix
+
+    if resume and run_id:
+        raise TitanbenchError("--run-id and --resume exclude each other: a resumed run keeps its id")
+    # Matrix options the user set (not defaults): on --resume they must match the recorded run.
+    explicit_sources = (click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.ENVIRONMENT)
+    given = {name for name in [*options, "only"] if ctx.get_parameter_source(name) in explicit_sources}
+    request = Request(
+        options={**options, "only": tuple(only)},
+        given=frozenset(given),
+        run_id=run_id,
+        resume=resume,
+        explicit=Explicit(node_rank, master_addr, master_port),
+        coord_port=coord_port,
+        join_timeout=join_timeout,
+        limits=Limits(config_timeout, stall_timeout, grace_period),
+    )
+    ctx.exit(run_matrix(request))

@@ -1,0 +1,411 @@
+"""The matrix loop of `titanbench run`: discover the node, agree on the plan, run each config, resume.
+
+Node 0 is the authority: it decides which configs run (on `--resume`, those not `ok`), writes every
+`result.json` and `run.json`, and renders the report at the end. Other nodes follow its decisions
+through `titanbench.coordinate` and only keep their own logs (`node<R>.log`).
+"""
+
+import contextlib
+import math
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+import click
+
+from titanbench import __version__, results
+from titanbench.errors import TitanbenchError
+from titanbench.launch import Limits, Outcome, Progress, Stop, launch, utc_now
+from titanbench.logparse import evidence, parse_windows
+from titanbench.nodes import Explicit, Topology, discover
+from titanbench.options import locations_from, overrides_from
+from titanbench.plan import DEFAULT_TRAINER, ConfigPlan, Rendezvous, build_plan, matrix_fingerprint, topology_for
+from titanbench.redact import known_secrets, redact_env
+from titanbench.spec import resolve_models
+
+# Matrix options recorded in run.json that hold paths (JSON keeps them as strings).
+PATH_OPTIONS = ("torchtitan_dir", "results", "cache_dir")
+NOT_OK_FOLLOWER = ("failed", "timeout", "stalled", "interrupted")
+
+
+@dataclass(frozen=True)
+class Request:
+    """Everything `titanbench run` was asked, as given on this node."""
+
+    options: dict[str, Any]  # the matrix options (see titanbench.options) plus `only`
+    given: frozenset[str]  # the options set on the command line or through the environment
+    run_id: str | None
+    resume: Path | None
+    explicit: Explicit
+    coord_port: int | None
+    join_timeout: float
+    limits: Limits
+
+
+def config_key(plan: ConfigPlan) -> str:
+    return f"{plan.model}/{plan.config}"
+
+
+def _say(out: TextIO, message: str) -> None:
+    click.echo(message, file=out)
+
+
+def _to_json(options: dict[str, Any]) -> dict[str, Any]:
+    return {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v) for k, v in options.items()}
+
+
+def _from_json(recorded: dict[str, Any]) -> dict[str, Any]:
+    options = dict(recorded)
+    for key in PATH_OPTIONS:
+        if options.get(key) is not None:
+            options[key] = Path(options[key])
+    options["only"] = tuple(options.get("only") or ())
+    return options
+
+
+def _shown(value: Any) -> str:
+    return "none" if value is None else repr(value)
+
+
+def _resumed_options(run_dir: Path, request: Request) -> dict[str, Any] | None:
+    """The recorded options of the run being resumed (None: no run.json here); options given again must agree."""
+    recorded_run = results.read_run(run_dir)
+    if recorded_run is None:
+        return None
+    recorded = _from_json(recorded_run["request"])
+    fresh, before = _to_json(request.options), _to_json(recorded)
+    disagree = [
+        f"--{name.replace('_', '-')} {_shown(fresh[name])} (the run has {_shown(before[name])})"
+        for name in sorted(request.given)
+        if name in before and fresh[name] != before[name]
+    ]
+    if disagree:
+        raise TitanbenchError(f"--resume {run_dir}: options disagree with the recorded run: " + "; ".join(disagree))
+    return recorded
+
+
+def _plan_nodes(options: dict[str, Any]) -> int:
+    specs = resolve_models(options["model"])
+    overrides = overrides_from(options)
+    counts = {spec.model: topology_for(spec, overrides)["nodes"] for spec in specs}
+    if len(set(counts.values())) > 1:
+        listed = ", ".join(f"{model} {nodes}" for model, nodes in counts.items())
+        raise TitanbenchError(f"the models need different node counts ({listed}): pick one --model, or set --nodes")
+    return next(iter(counts.values()))
+
+
+def _plans(options: dict[str, Any], topology: Topology, run_dir: Path) -> list[ConfigPlan]:
+    locations = locations_from({**options, "results": run_dir.parent}, run_dir.name)
+    return build_plan(
+        resolve_models(options["model"]),
+        overrides_from(options),
+        Rendezvous(topology.node_rank, topology.master_addr, topology.master_port),
+        locations,
+        trainer=options["trainer"],
+        only=options["only"],
+    )
+
+
+def _validate(plans: list[ConfigPlan], options: dict[str, Any]) -> list[str]:
+    if options["trainer"] != DEFAULT_TRAINER:
+        return [f"trainer {options['trainer']}: torchtitan's config check and the log evidence checks are skipped"]
+    from titanbench.plan import validate_with_torchtitan
+
+    return validate_with_torchtitan(plans, torchtitan_dir=options["torchtitan_dir"])
+
+
+def classify(outcome: Outcome, log_text: str, plan: ConfigPlan, check_evidence: bool) -> tuple[str, str]:
+    """(status, reason) of a finished config: torchrun's outcome, then what its log shows."""
+    if outcome.status != "ok":
+        return outcome.status, outcome.reason
+    windows = parse_windows(log_text)
+    if not windows:
+        return "failed", "torchrun exited 0 but the log holds no metrics line"
+    nan_steps = [w.step for w in windows if w.loss is not None and math.isnan(w.loss)]
+    if nan_steps:
+        return "invalid", f"NaN loss at step {', '.join(map(str, nan_steps))}"
+    if not check_evidence:
+        return "ok", ""
+    found = evidence(log_text)
+    problems = []
+    if plan.tp_type == "async" and not found.async_tp:
+        problems.append("no 'Applied ... Async Tensor Parallelism' line in the log")
+    if plan.tp_type == "vanilla" and found.async_tp:
+        problems.append("the log says async TP was applied to a vanilla config")
+    expected = plan.quantization.removeprefix("float8_") if plan.quantization != "bf16" else None
+    if found.float8_recipe != expected:
+        problems.append(f"the log shows float8 recipe {found.float8_recipe or 'none'}, expected {expected or 'none'}")
+    return ("unverified", "; ".join(problems)) if problems else ("ok", "")
+
+
+def archive_log(path: Path) -> str | None:
+    """Keep an earlier attempt's log as `<name>.attempt<N>` (first free N); return the new name."""
+    if not path.exists():
+        return None
+    number = 1
+    while path.with_name(f"{path.name}.attempt{number}").exists():
+        number += 1
+    target = path.with_name(f"{path.name}.attempt{number}")
+    path.rename(target)
+    return target.name
+
+
+def _previous_attempts(path: Path) -> list[str]:
+    return sorted(p.name for p in path.parent.glob(f"{path.name}.attempt*"))
+
+
+def _manifest() -> dict[str, Any]:
+    from titanbench.envinfo import manifest
+
+    return manifest()
+
+
+class Driver:
+    def __init__(self, request: Request, env: Mapping[str, str], out: TextIO) -> None:
+        self.request = request
+        self.env = env
+        self.out = out
+        self.stop = Stop()
+        self.secrets = known_secrets(env)
+
+    def _stopped(self) -> bool:
+        return bool(self.stop.signal)
+
+    def run(self) -> int:
+        with self.stop.installed():
+            return self._run()
+
+    def _run(self) -> int:
+        request = self.request
+        recorded = _resumed_options(request.resume.resolve(), request) if request.resume else None
+        options = recorded or request.options
+        topology = discover(self.env, request.explicit, _plan_nodes(options))
+        _say(self.out, f"titanbench run: {topology.describe()}")
+        coordinator = None
+        if topology.nnodes > 1:
+            from titanbench.coordinate import Coordinator
+
+            port = request.coord_port or topology.master_port + 1
+            coordinator = Coordinator(
+                topology.master_addr, port, topology.nnodes, topology.node_rank, request.join_timeout
+            )
+        if topology.node_rank:
+            return self._follow(options, topology, coordinator)
+        try:
+            if request.resume and recorded is None:
+                # Other nodes may keep results locally and resume from their own flags (checked by fingerprint).
+                raise TitanbenchError(f"--resume {request.resume}: no {results.RUN_FILE} there: nothing to resume")
+            return self._lead(options, topology, coordinator)
+        except TitanbenchError as error:
+            if coordinator is not None:
+                coordinator.abort(error.message, self._stopped)
+            raise
+
+    def _run_dir(self, options: dict[str, Any], run_id: str | None) -> Path:
+        if self.request.resume:
+            return self.request.resume.resolve()
+        run_id = run_id or datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        return Path(options["results"]).resolve() / run_id
+
+    def _prepare(self, options: dict[str, Any], topology: Topology, run_dir: Path):
+        if not Path(options["torchtitan_dir"]).is_dir():
+            raise TitanbenchError(f"--torchtitan-dir {options['torchtitan_dir']}: no such directory")
+        plans = _plans(options, topology, run_dir)
+        notes = _validate(plans, options)
+        for note in notes:
+            _say(self.out, f"note: {note}")
+        return plans, matrix_fingerprint(plans), notes
+
+    def _lead(self, options: dict[str, Any], topology: Topology, coordinator) -> int:
+        run_dir = self._run_dir(options, self.request.run_id)
+        if not self.request.resume and results.read_run(run_dir) is not None:
+            raise TitanbenchError(f"{run_dir} already holds a run: pick another --run-id or --resume it")
+        plans, fingerprint, notes = self._prepare(options, topology, run_dir)
+        leader = Leader(self, coordinator, topology, run_dir, plans, options, fingerprint, notes)
+        if coordinator is not None:
+            coordinator.publish_run(run_dir.name, fingerprint, self._stopped)
+        return leader.loop()
+
+    def _follow(self, options: dict[str, Any], topology: Topology, coordinator) -> int:
+        leader_id = coordinator.run_id(self._stopped)
+        if self.request.run_id and self.request.run_id != leader_id:
+            raise TitanbenchError(f"--run-id {self.request.run_id} differs from node 0's run id {leader_id}")
+        run_dir = self._run_dir(options, leader_id)
+        try:
+            plans, fingerprint, _ = self._prepare(options, topology, run_dir)
+        except TitanbenchError as error:
+            coordinator.fail(error.message)
+            raise
+        coordinator.join(fingerprint, self._stopped)
+        return Follower(self, coordinator, topology, run_dir, plans).loop()
+
+
+class Follower:
+    def __init__(self, driver: Driver, coordinator, topology: Topology, run_dir: Path, plans: list[ConfigPlan]) -> None:
+        self.driver = driver
+        self.coordinator = coordinator
+        self.topology = topology
+        self.run_dir = run_dir
+        self.plans = {config_key(p): p for p in plans}
+
+    def loop(self) -> int:
+        driver = self.driver
+        failures = 0
+        while True:
+            try:
+                decision = self.coordinator.next(driver._stopped)
+            except TitanbenchError:
+                if driver.stop.signal:
+                    return 128 + driver.stop.signal
+                raise
+            if "error" in decision:
+                self.coordinator.leave()
+                raise TitanbenchError(decision["error"])
+            if "done" in decision:
+                self.coordinator.leave()
+                _say(driver.out, f"node 0 says done: {decision['done']}")
+                return 128 + driver.stop.signal if driver.stop.signal else (1 if failures else 0)
+            plan = self.plans[decision["config"]]
+            log = results.log_path(self.run_dir, plan.model, plan.config, self.topology.node_rank)
+            archive_log(log)
+            progress = Progress(driver.out, decision["index"], decision["total"], decision["config"], plan.steps)
+            outcome = launch(plan, log, driver.request.limits, driver.stop, progress, secrets=driver.secrets)
+            failures += outcome.status != "ok"
+            if driver.stop.signal:
+                # Node 0 may be going down too (preemption signals every node): report if it still listens.
+                with contextlib.suppress(TitanbenchError):
+                    self.coordinator.finished(outcome.status)
+                return 128 + driver.stop.signal
+            self.coordinator.finished(outcome.status)
+
+
+class Leader:
+    def __init__(
+        self,
+        driver: Driver,
+        coordinator,
+        topology: Topology,
+        run_dir: Path,
+        plans: list[ConfigPlan],
+        options: dict[str, Any],
+        fingerprint: str,
+        notes: list[str],
+    ) -> None:
+        self.driver = driver
+        self.coordinator = coordinator
+        self.topology = topology
+        self.run_dir = run_dir
+        self.plans = plans
+        self.options = options
+        self.fingerprint = fingerprint
+        self.notes = notes
+        self.check_evidence = options["trainer"] == DEFAULT_TRAINER
+        recorded = results.read_run(run_dir) or {}
+        if recorded and recorded.get("fingerprint") != fingerprint:
+            raise TitanbenchError(
+                f"--resume {run_dir}: the plan rebuilt from {results.RUN_FILE} has fingerprint {fingerprint}, the "
+                f"run has {recorded.get('fingerprint')}: the specs or titanbench changed since; start a new run"
+            )
+        self.run = {
+            "titanbench_version": __version__,
+            "run_id": run_dir.name,
+            "created_at": recorded.get("created_at", utc_now()),
+            "status": "running",
+            "request": _to_json(options),
+            "fingerprint": fingerprint,
+            "topology": topology.to_dict(),
+            "configs": [{**p.to_dict(), "env": redact_env(p.env)} for p in plans],
+            "deviations": {config_key(p): p.deviations for p in plans},
+            "notes": notes,
+            "timings": recorded.get("timings", {}),
+            "sessions": [*recorded.get("sessions", []), {"started_at": utc_now(), "node_rank": 0}],
+            "environment": _manifest(),
+        }
+
+    def _write_run(self) -> None:
+        self.run["updated_at"] = utc_now()
+        results.write_run(self.run_dir, self.run)
+
+    def _status(self, plan: ConfigPlan) -> str | None:
+        result = results.read_result(self.run_dir, plan.model, plan.config)
+        return result.get("status") if result else None
+
+    def loop(self) -> int:
+        driver = self.driver
+        todo = [p for p in self.plans if self._status(p) != "ok"]
+        for plan in self.plans:
+            if plan not in todo:
+                _say(driver.out, f"{config_key(plan)}: ok in an earlier attempt, kept")
+        self._write_run()
+        for index, plan in enumerate(todo, start=1):
+            if driver.stop.signal:
+                break
+            self._run_one(plan, index, len(todo))
+        if self.coordinator is not None:
+            self.coordinator.announce({"done": "interrupted" if driver.stop.signal else "matrix finished"})
+            self.coordinator.close(driver._stopped)
+        self.run["status"] = "interrupted" if driver.stop.signal else "finished"
+        self.run["sessions"][-1]["finished_at"] = utc_now()
+        self._write_run()
+        self._report()
+        statuses = {config_key(p): self._status(p) for p in self.plans}
+        not_ok = {k: v for k, v in statuses.items() if v != "ok"}
+        for key, status in statuses.items():
+            _say(driver.out, f"  {status or 'not run':<12} {key}")
+        if driver.stop.signal:
+            return 128 + driver.stop.signal
+        return 1 if not_ok else 0
+
+    def _run_one(self, plan: ConfigPlan, index: int, total: int) -> None:
+        driver = self.driver
+        key = config_key(plan)
+        if self.coordinator is not None:
+            self.coordinator.announce({"config": key, "index": index, "total": total})
+        log = results.log_path(self.run_dir, plan.model, plan.config)
+        archive_log(log)
+        previous = results.read_result(self.run_dir, plan.model, plan.config) or {}
+        progress = Progress(driver.out, index, total, key, plan.steps)
+        outcome = launch(plan, log, driver.request.limits, driver.stop, progress, secrets=driver.secrets)
+        status, reason = classify(outcome, log.read_text(errors="replace"), plan, self.check_evidence)
+        nodes = self.coordinator.collect(driver._stopped) if self.coordinator is not None else {}
+        failed_nodes = [f"node {rank} {s}" for rank, s in nodes.items() if s in NOT_OK_FOLLOWER]
+        if status == "ok" and failed_nodes:
+            status, reason = "failed", ", ".join(failed_nodes)
+        result = {
+            "model": plan.model,
+            "config": plan.config,
+            "status": status,
+            "reason": reason,
+            **{k: v for k, v in outcome.to_dict().items() if k not in ("status", "reason")},
+            "steps": plan.steps,
+            "attempt": int(previous.get("attempt", 0)) + 1,
+            "log": log.name,
+            "previous_logs": _previous_attempts(log),
+            "nodes": {"0": outcome.status, **{str(rank): s for rank, s in nodes.items()}},
+            "evidence_checked": self.check_evidence,
+            "fingerprint": plan.fingerprint,
+        }
+        results.write_result(self.run_dir, plan.model, plan.config, result)
+        self.run["timings"][key] = {
+            k: result[k] for k in ("status", "attempt", "started_at", "finished_at", "duration_s")
+        }
+        self._write_run()
+        if status != "ok":
+            _say(driver.out, f"{key}: {status}: {reason}")
+
+    def _report(self) -> None:
+        from titanbench.report import write_all
+
+        try:
+            write_all(self.run_dir)
+        except TitanbenchError as error:
+            _say(self.driver.out, f"warning: the report could not be written: {error.message}")
+
+
+def run_matrix(request: Request, env: Mapping[str, str] | None = None, out: TextIO | None = None) -> int:
+    """Run (or resume) the matrix on this node; returns the exit status."""
+    return Driver(request, os.environ if env is None else env, out or sys.stderr).run()

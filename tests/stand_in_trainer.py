@@ -1,0 +1,82 @@
+"""Test double for `torchtitan.train`: run by torchrun as `-m stand_in_trainer` (with `tests/` on PYTHONPATH).
+
+It takes torchtitan's flags (leniently: only `--training.steps` and `--job.dump_folder` matter), does real
+torch.distributed work over gloo (an all_reduce every step) and prints torchtitan's metrics line on every
+rank, in the exact upstream format, at step 1 and every 10 steps. It misbehaves when told to, per config
+(the config id is the parent folder of `--job.dump_folder`), through comma-separated config ids in:
+
+    STAND_IN_CRASH   exit 3 after step 5
+    STAND_IN_HANG    stop printing (and stay alive) after step 1
+    STAND_IN_NAN     log a NaN loss
+
+STAND_IN_STEP_SECONDS (default 0.05) is the sleep per step.
+"""
+
+import math
+import os
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+from logfactory import Metrics, metrics_message, titan_line
+
+LOG_FREQ = 10
+CRASH_AFTER_STEP = 5
+
+
+def _flag(argv: list[str], name: str, default: str) -> str:
+    for index, arg in enumerate(argv):
+        if arg == name and index + 1 < len(argv):
+            return argv[index + 1]
+        if arg.startswith(name + "="):
+            return arg.split("=", 1)[1]
+    return default
+
+
+def _told(variable: str, config: str) -> bool:
+    return config in os.environ.get(variable, "").split(",")
+
+
+def _log(message: str) -> None:
+    print(titan_line(message, datetime.now()), flush=True)
+
+
+def main(argv: list[str]) -> int:
+    steps = int(_flag(argv, "--training.steps", "20"))
+    config = Path(_flag(argv, "--job.dump_folder", "outputs")).parent.name
+    step_seconds = float(os.environ.get("STAND_IN_STEP_SECONDS", "0.05"))
+    _log(f"Starting job: stand-in trainer for {config}")
+    _log(f"Inductor cache: {os.environ.get('TORCHINDUCTOR_CACHE_DIR')}")
+
+    import torch
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo")
+    world = dist.get_world_size()
+    tensor = torch.ones(1024)
+    started = time.monotonic()
+    for step in range(1, steps + 1):
+        dist.all_reduce(tensor)
+        tensor.div_(world)
+        time.sleep(step_seconds)
+        if _told("STAND_IN_CRASH", config) and step == CRASH_AFTER_STEP:
+            _log("stand-in trainer: crashing as told (STAND_IN_CRASH)")
+            return 3
+        if step == 1 or step % LOG_FREQ == 0:
+            elapsed = time.monotonic() - started
+            loss = math.nan if _told("STAND_IN_NAN", config) else 10.0 / step
+            tps = round(1000 * step / max(elapsed, 1e-6))
+            _log(metrics_message(Metrics(step=step, tps=tps, loss=loss, memory_gib=0.6, memory_pct=0.75)))
+            started = time.monotonic()
+        if _told("STAND_IN_HANG", config) and step == 1:
+            while True:
+                time.sleep(60)
+    dist.barrier()
+    dist.destroy_process_group()
+    _log("Training completed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,344 @@
+"""`titanbench run` end to end: real drivers, real torchrun, real gloo, on 127.0.0.1 only.
+
+The trainer is the stand-in (tests/stand_in_trainer.py), told per config to crash, hang or log NaN.
+Two nodes are two `titanbench run` processes with node ranks 0 and 1 on this host.
+"""
+
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from titanbench.cli import main
+from titanbench.launch import Outcome
+from titanbench.plan import ConfigPlan
+from titanbench.runner import archive_log, classify
+
+TESTS = Path(__file__).resolve().parent
+SPEC = TESTS / "data" / "specs" / "stand_in.yaml"
+SECRET = "s3cr3t-hub-token-value"
+DRIVER_TIMEOUT = 180
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def driver_env(**stand_in: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STAND_IN_", "SLURM_", "PET_", "TITANBENCH_"))}
+    env.pop("JOB_COMPLETION_INDEX", None)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS), env.get("PYTHONPATH")]))
+    env["STAND_IN_STEP_SECONDS"] = "0.02"
+    env["HF_TOKEN"] = SECRET
+    env.update(stand_in)
+    return env
+
+
+def start(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    argv = [sys.executable, "-c", "from titanbench.cli import main; main()", "run", "--trainer", "stand_in_trainer"]
+    return subprocess.Popen(
+        [*argv, "--torchtitan-dir", str(tmp_path), *args],
+        env=env or driver_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def finish(proc: subprocess.Popen) -> tuple[int, str]:
+    output, _ = proc.communicate(timeout=DRIVER_TIMEOUT)
+    return proc.returncode, output
+
+
+def one_node(tmp_path: Path, *args: str) -> list[str]:
+    return ["--model", str(SPEC), "--nodes", "1", "--tp", "1", "--results", str(tmp_path / "results"),
+            "--master-port", str(free_port()), *args]  # fmt: skip
+
+
+def result(run_dir: Path, config: str) -> dict:
+    return json.loads((run_dir / "stand_in" / config / "result.json").read_text())
+
+
+def files_under(path: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.torchrun
+def test_two_nodes_on_loopback_complete_a_matrix(tmp_path):
+    master, coord = free_port(), free_port()
+    common = ["--model", str(SPEC), "--nodes", "2", "--run-id", "two", "--only", "vanilla-bf16",
+              "--only", "async-bf16", "--master-addr", "127.0.0.1", "--master-port", str(master),
+              "--coord-port", str(coord)]  # fmt: skip
+    # Separate results folders: node 1 follows node 0's decisions without ever reading its files.
+    node1 = start(tmp_path, *common, "--node-rank", "1", "--results", str(tmp_path / "node1"))
+    node0 = start(tmp_path, *common, "--node-rank", "0", "--results", str(tmp_path / "node0"))
+    (code0, out0), (code1, out1) = finish(node0), finish(node1)
+    assert code0 == 0, out0
+    assert code1 == 0, out1
+    assert "node 0 of 2, node 0 at 127.0.0.1" in out0
+    assert "node 1 of 2" in out1
+
+    run_dir = tmp_path / "node0" / "two"
+    for config in ("vanilla-bf16", "async-bf16"):
+        entry = result(run_dir, config)
+        assert entry["status"] == "ok"
+        assert entry["nodes"] == {"0": "ok", "1": "ok"}
+        assert entry["last_step"] == 20
+        log = (run_dir / "stand_in" / config / "train.log").read_text()
+        assert "step: 20" in log
+        # One compile cache per config, under the results root unless --cache-dir says otherwise.
+        assert f"Inductor cache: {tmp_path / 'node0' / 'cache' / 'stand_in' / config / 'inductor'}" in log
+        assert "step: 20" in (tmp_path / "node1" / "two" / "stand_in" / config / "node1.log").read_text()
+    assert not (run_dir / "stand_in" / "vanilla-float8_tensorwise").exists()
+
+    run = json.loads((run_dir / "run.json").read_text())
+    assert run["status"] == "finished"
+    assert (run["topology"]["nnodes"], run["topology"]["node_rank"]) == (2, 0)
+    assert [c["config"] for c in run["configs"]] == ["vanilla-bf16", "async-bf16"]
+    assert set(run["timings"]) == {"stand_in/vanilla-bf16", "stand_in/async-bf16"}
+    assert run["environment"]["pins"]
+    assert run["fingerprint"]
+
+    document = json.loads((run_dir / "results.json").read_text())
+    assert "async-bf16" in json.dumps(document)
+    assert (run_dir / "RESULTS.md").is_file()
+    # Node 1 writes logs only: results and run.json are node 0's.
+    assert not list((tmp_path / "node1").rglob("*.json"))
+    for files in (files_under(tmp_path / "node0"), files_under(tmp_path / "node1")):
+        assert not [name for name, data in files.items() if SECRET.encode() in data]
+
+
+@pytest.mark.torchrun
+def test_sigterm_marks_the_running_config_interrupted_and_resume_finishes_it(tmp_path):
+    run_dir = tmp_path / "results" / "r"
+    second_log = run_dir / "stand_in" / "async-bf16" / "train.log"
+    args = one_node(tmp_path, "--run-id", "r", "--only", "vanilla-bf16", "--only", "async-bf16", "--grace-period", "20")
+    proc = start(tmp_path, *args, env=driver_env(STAND_IN_HANG="async-bf16"))
+    deadline = time.monotonic() + DRIVER_TIMEOUT
+    while "step:  1" not in (second_log.read_text() if second_log.exists() else ""):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0]
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    code, output = finish(proc)
+    assert code == 128 + signal.SIGTERM, output
+    assert result(run_dir, "vanilla-bf16")["status"] == "ok"
+    interrupted = result(run_dir, "async-bf16")
+    assert interrupted["status"] == "interrupted"
+    assert "SIGTERM" in interrupted["reason"]
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "interrupted"
+    first_config = files_under(run_dir / "stand_in" / "vanilla-bf16")
+    hung_log = second_log.read_text()
+
+    # Resume from run.json alone (no matrix options given again): only the interrupted config runs.
+    proc = start(tmp_path, "--resume", str(run_dir), "--master-port", str(free_port()))
+    code, output = finish(proc)
+    assert code == 0, output
+    assert "stand_in/vanilla-bf16: ok in an earlier attempt, kept" in output
+    assert files_under(run_dir / "stand_in" / "vanilla-bf16") == first_config
+    resumed = result(run_dir, "async-bf16")
+    assert resumed["status"] == "ok"
+    assert resumed["attempt"] == 2
+    assert resumed["previous_logs"] == ["train.log.attempt1"]
+    assert (second_log.parent / "train.log.attempt1").read_text() == hung_log
+    assert "step: 20" in second_log.read_text()
+    run = json.loads((run_dir / "run.json").read_text())
+    assert run["status"] == "finished" and len(run["sessions"]) == 2
+
+    # Options given again must agree with the recorded run.
+    refused = CliRunner().invoke(main, ["run", "--resume", str(run_dir), "--steps", "30"])
+    assert refused.exit_code == 1
+    assert "options disagree with the recorded run: --steps 30 (the run has none)" in refused.output
+
+
+@pytest.mark.torchrun
+def test_crash_stall_and_nan_each_get_a_status_and_the_matrix_goes_on(tmp_path):
+    env = driver_env(
+        STAND_IN_CRASH="vanilla-bf16", STAND_IN_HANG="async-bf16", STAND_IN_NAN="vanilla-float8_tensorwise"
+    )
+    proc = start(
+        tmp_path, *one_node(tmp_path, "--run-id", "bad", "--stall-timeout", "10", "--grace-period", "10"), env=env
+    )
+    code, output = finish(proc)
+    assert code == 1, output
+    run_dir = tmp_path / "results" / "bad"
+
+    crashed = result(run_dir, "vanilla-bf16")
+    assert crashed["status"] == "failed"
+    assert crashed["returncode"] not in (0, None)
+    assert "crashing as told" in (run_dir / "stand_in" / "vanilla-bf16" / "train.log").read_text()
+    assert any("exitcode  : 3" in line for line in crashed["log_tail"])  # torchrun's failure summary
+
+    stalled = result(run_dir, "async-bf16")
+    assert stalled["status"] == "stalled"
+    assert stalled["last_step"] == 1
+
+    invalid = result(run_dir, "vanilla-float8_tensorwise")
+    assert invalid["status"] == "invalid"
+    assert invalid["returncode"] == 0
+    assert "NaN loss at step 1, 10, 20" in invalid["reason"]
+    assert (run_dir / "RESULTS.md").is_file()
+
+
+@pytest.mark.torchrun
+def test_a_node_with_a_different_plan_is_refused_on_both_sides(tmp_path):
+    master, coord = free_port(), free_port()
+    common = ["--model", str(SPEC), "--nodes", "2", "--master-addr", "127.0.0.1", "--master-port", str(master),
+              "--coord-port", str(coord), "--results", str(tmp_path / "results"), "--join-timeout", "60"]  # fmt: skip
+    node1 = start(tmp_path, *common, "--node-rank", "1", "--steps", "30")
+    node0 = start(tmp_path, *common, "--node-rank", "0")
+    (code0, out0), (code1, out1) = finish(node0), finish(node1)
+    assert code0 == 1 and "Error: nodes disagree on the plan: node 0 has plan" in out0, out0
+    assert code1 == 1 and "Error: node 0 refuses this node" in out1, out1
+    assert "Traceback" not in out0 + out1
+    assert not list((tmp_path / "results").rglob("train.log"))
+
+
+@pytest.mark.torchrun
+def test_a_node_that_cannot_build_the_plan_stops_node_0_at_once(tmp_path):
+    master, coord = free_port(), free_port()
+    common = ["--model", str(SPEC), "--nodes", "2", "--master-addr", "127.0.0.1", "--master-port", str(master),
+              "--coord-port", str(coord), "--results", str(tmp_path / "results"), "--join-timeout", "600"]  # fmt: skip
+    node0 = start(tmp_path, *common, "--node-rank", "0")
+    node1 = start(tmp_path, *common, "--node-rank", "1", "--torchtitan-dir", str(tmp_path / "absent"))
+    (code0, out0), (code1, out1) = finish(node0), finish(node1)
+    assert code1 == 1 and "absent: no such directory" in out1, out1
+    assert code0 == 1 and "node 1 failed: --torchtitan-dir" in out0, out0
+
+
+@pytest.mark.torchrun
+def test_when_node_0_stops_before_the_matrix_the_other_node_stops_with_its_reason(tmp_path):
+    (tmp_path / "results" / "taken").mkdir(parents=True)
+    (tmp_path / "results" / "taken" / "run.json").write_text("{}")
+    master, coord = free_port(), free_port()
+    common = ["--model", str(SPEC), "--nodes", "2", "--master-addr", "127.0.0.1", "--master-port", str(master),
+              "--coord-port", str(coord), "--results", str(tmp_path / "results"), "--join-timeout", "60"]  # fmt: skip
+    # Node 0 first: it fails before node 1 has even connected, and must still tell it why.
+    node0 = start(tmp_path, *common, "--node-rank", "0", "--run-id", "taken")
+    node1 = start(tmp_path, *common, "--node-rank", "1")
+    (code0, out0), (code1, out1) = finish(node0), finish(node1)
+    assert code0 == 1 and "already holds a run" in out0, out0
+    assert code1 == 1 and "Error: node 0 stopped:" in out1 and "already holds a run" in out1, out1
+
+
+# ---- bad input: one line, exit 1, nothing launched ------------------------------------------------
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(main, ["run", "--trainer", "stand_in_trainer", *args])
+
+
+def test_run_id_and_resume_exclude_each_other(tmp_path):
+    outcome = invoke("--run-id", "x", "--resume", str(tmp_path))
+    assert outcome.exit_code == 1
+    assert outcome.output.strip() == "Error: --run-id and --resume exclude each other: a resumed run keeps its id"
+
+
+def test_resume_without_run_json_is_an_error(tmp_path):
+    outcome = invoke("--resume", str(tmp_path), "--model", str(SPEC), "--nodes", "1", "--tp", "1")
+    assert outcome.exit_code == 1
+    assert "no run.json there: nothing to resume" in outcome.output
+
+
+def test_many_nodes_without_a_scheduler_or_node_flags_is_an_error(tmp_path, monkeypatch):
+    for name in [n for n in os.environ if n.startswith(("SLURM_", "PET_"))] + ["JOB_COMPLETION_INDEX"]:
+        monkeypatch.delenv(name, raising=False)
+    outcome = invoke("--model", str(SPEC), "--results", str(tmp_path))
+    assert outcome.exit_code == 1
+    assert "the plan has 2 nodes but no scheduler was detected" in outcome.output
+
+
+def test_missing_torchtitan_dir_is_an_error(tmp_path):
+    outcome = invoke("--model", str(SPEC), "--nodes", "1", "--tp", "1", "--results", str(tmp_path),
+                     "--torchtitan-dir", str(tmp_path / "absent"))  # fmt: skip
+    assert outcome.exit_code == 1
+    assert "absent: no such directory" in outcome.output
+
+
+def test_unknown_only_config_is_an_error(tmp_path):
+    outcome = invoke("--model", str(SPEC), "--nodes", "1", "--tp", "1", "--only", "nope", "--results", str(tmp_path))
+    assert outcome.exit_code == 1
+    assert "--only 'nope' matches no config" in outcome.output
+
+
+def test_an_existing_run_is_not_started_again(tmp_path):
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "run.json").write_text("{}")
+    outcome = invoke("--model", str(SPEC), "--nodes", "1", "--tp", "1", "--results", str(tmp_path), "--run-id", "r")
+    assert outcome.exit_code == 1
+    assert "already holds a run: pick another --run-id or --resume it" in outcome.output
+
+
+# ---- classification and log keeping ---------------------------------------------------------------
+
+
+def _plan(tp_type: str, quantization: str) -> ConfigPlan:
+    return ConfigPlan(
+        model="m", config="c", tp_type=tp_type, quantization=quantization, steps=20,
+        topology={"nodes": 1, "gpus_per_node": 8, "tp": 8, "fsdp": 1}, torchtitan_args=[], bundle_flags=[],
+        launcher_argv=[], env={}, env_reasons={}, deviations=[], published_tps=None, workdir=".",
+        trainer="torchtitan.train",
+    )  # fmt: skip
+
+
+def _ok() -> Outcome:
+    return Outcome("ok", 0, "", "t0", "t1", 1.0, 20, 100.0, [])
+
+
+def _log(*lines: str, loss: float = 8.5) -> str:
+    from logfactory import Metrics, metrics_message, titan_line
+
+    metrics = [titan_line(metrics_message(Metrics(step=s, tps=100, loss=loss))) for s in (1, 10, 20)]
+    return "\n".join([*(titan_line(line) for line in lines), *metrics])
+
+
+def test_async_config_without_the_async_line_is_unverified():
+    status, reason = classify(_ok(), _log(), _plan("async", "bf16"), check_evidence=True)
+    assert status == "unverified" and "Async Tensor Parallelism" in reason
+    applied = _log("Applied Async Tensor Parallelism to the model")
+    assert classify(_ok(), applied, _plan("async", "bf16"), check_evidence=True) == ("ok", "")
+
+
+def test_float8_recipe_must_match_the_config():
+    rowwise = _log("Float8 training active with recipe rowwise")
+    assert classify(_ok(), rowwise, _plan("vanilla", "float8_rowwise"), check_evidence=True) == ("ok", "")
+    status, reason = classify(_ok(), rowwise, _plan("vanilla", "float8_tensorwise"), check_evidence=True)
+    assert status == "unverified" and "expected tensorwise" in reason
+    status, _ = classify(_ok(), _log(), _plan("vanilla", "float8_rowwise"), check_evidence=True)
+    assert status == "unverified"
+
+
+def test_evidence_is_not_checked_for_another_trainer():
+    assert classify(_ok(), _log(), _plan("async", "float8_rowwise"), check_evidence=False) == ("ok", "")
+
+
+def test_nan_loss_is_invalid_and_no_metrics_is_failed():
+    status, reason = classify(_ok(), _log(loss=math.nan), _plan("vanilla", "bf16"), check_evidence=False)
+    assert (status, reason) == ("invalid", "NaN loss at step 1, 10, 20")
+    status, reason = classify(_ok(), "no metrics here\n", _plan("vanilla", "bf16"), check_evidence=False)
+    assert status == "failed" and "no metrics line" in reason
+
+
+def test_a_failed_outcome_keeps_its_own_status():
+    outcome = Outcome("stalled", -15, "no output for --stall-timeout 5 s", "t0", "t1", 1.0, 1, None, [])
+    assert classify(outcome, _log(), _plan("vanilla", "bf16"), check_evidence=True) == ("stalled", outcome.reason)
+
+
+def test_earlier_logs_are_kept_as_numbered_attempts(tmp_path):
+    log = tmp_path / "train.log"
+    assert archive_log(log) is None
+    for attempt in ("first", "second"):
+        log.write_text(attempt)
+        archive_log(log)
+    assert not log.exists()
+    assert (tmp_path / "train.log.attempt1").read_text() == "first"
+    assert (tmp_path / "train.log.attempt2").read_text() == "second"
