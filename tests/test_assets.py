@@ -116,7 +116,9 @@ def test_wrong_rank_count_fails_and_leaves_nothing(hub, tmp_path):
 
 def c4_shard(name: str) -> bytes:
     # mtime=0: the same bytes on every call (gzip otherwise stamps the current second).
-    return gzip.compress(json.dumps({"text": f"text of {name}", "timestamp": "t", "url": "u"}).encode() + b"\n", mtime=0)
+    return gzip.compress(
+        json.dumps({"text": f"text of {name}", "timestamp": "t", "url": "u"}).encode() + b"\n", mtime=0
+    )
 
 
 def test_c4_stages_shards_once(hub, tmp_path):
