@@ -1,4 +1,4 @@
-"""Options shared by `plan` and `run`: the matrix, the topology overrides and the guards."""
+"""Options shared by commands: the matrix, overrides and guards (`plan`, `run`); the averaging (`parse`, `report`)."""
 
 from collections.abc import Callable
 from pathlib import Path
@@ -8,6 +8,7 @@ import click
 
 from titanbench.errors import TitanbenchError
 from titanbench.plan import DATASETS, DEFAULT_GPU_MEM_GIB, DEFAULT_TRAINER, Locations, Overrides
+from titanbench.stats import DEFAULT_WARMUP_STEPS
 
 MATRIX_OPTIONS = [
     click.option(
@@ -87,10 +88,39 @@ MATRIX_OPTIONS = [
 ]
 
 
-def matrix_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    for option in reversed(MATRIX_OPTIONS):
+AVERAGING_OPTIONS = [
+    click.option(
+        "--warmup-steps",
+        type=click.IntRange(min=0),
+        default=DEFAULT_WARMUP_STEPS,
+        show_default=True,
+        envvar="TITANBENCH_WARMUP_STEPS",
+        show_envvar=True,
+        help="Windows ending at or before this step are not averaged.",
+    ),
+    click.option(
+        "--profile-freq",
+        type=click.IntRange(min=1),
+        envvar="TITANBENCH_PROFILE_FREQ",
+        show_envvar=True,
+        help="Treat steps F, 2F, ... as profiler trace dumps besides those the log reports "
+        "(the windows ending there and the next ones are not averaged).",
+    ),
+]
+
+
+def _apply(options: list[Callable[..., Any]], command: Callable[..., Any]) -> Callable[..., Any]:
+    for option in reversed(options):
         command = option(command)
     return command
+
+
+def matrix_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    return _apply(MATRIX_OPTIONS, command)
+
+
+def averaging_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    return _apply(AVERAGING_OPTIONS, command)
 
 
 def overrides_from(options: dict[str, Any]) -> Overrides:

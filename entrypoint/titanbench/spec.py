@@ -6,10 +6,10 @@ published numbers. Validation fails with the file, the key path and what is wron
 
 import shlex
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
 
 from titanbench.errors import TitanbenchError
 from titanbench.paths import runs_dir
@@ -37,6 +37,15 @@ def flag_value(args: list[str], name: str) -> str | None:
     """The value of `name=value` in args (the last one wins, as in torchtitan's parser)."""
     values = [arg.split("=", 1)[1] for arg in args if arg.startswith(name + "=")]
     return values[-1] if values else None
+
+
+def _splittable(flags: str) -> str:
+    split_flags(flags)
+    return flags
+
+
+# A fragment of a published command line, kept verbatim; it must split into shell words.
+ShellFlags = Annotated[str, AfterValidator(_splittable)]
 
 
 class _Strict(BaseModel):
@@ -72,17 +81,11 @@ class ConfigSpec(_Strict):
     quantization: Quantization
     steps: PositiveInt
     published_tps: float | None = Field(default=None, gt=0)
-    flags: str = ""
+    flags: ShellFlags = ""
 
     @property
     def flag_list(self) -> list[str]:
         return split_flags(self.flags)
-
-    @field_validator("flags")
-    @classmethod
-    def _flags_split(cls, flags: str) -> str:
-        split_flags(flags)
-        return flags
 
     @model_validator(mode="after")
     def _flags_match_labels(self) -> "ConfigSpec":
@@ -108,7 +111,7 @@ class MatrixSpec(_Strict):
     train_config: str
     topology: Topology
     heading: Heading
-    common_flags: str
+    common_flags: ShellFlags
     hardware: dict[str, str | int | float] = {}
     configs: list[ConfigSpec] = Field(min_length=1)
 
@@ -122,12 +125,6 @@ class MatrixSpec(_Strict):
                 return config
         known = ", ".join(c.id for c in self.configs)
         raise TitanbenchError(f"{self.model} has no config {config_id!r} (known: {known})")
-
-    @field_validator("common_flags")
-    @classmethod
-    def _common_flags_split(cls, flags: str) -> str:
-        split_flags(flags)
-        return flags
 
     @model_validator(mode="after")
     def _consistent(self) -> "MatrixSpec":

@@ -5,29 +5,14 @@ from pathlib import Path
 
 import click
 
-from titanbench.stats import DEFAULT_WARMUP_STEPS, render_text, summarize_file
+from titanbench.options import averaging_options
+from titanbench.stats import render_text, summarize_file
 
 
 @click.command()
 @click.argument("log", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for machines instead of the table.")
-@click.option(
-    "--warmup-steps",
-    type=click.IntRange(min=0),
-    default=DEFAULT_WARMUP_STEPS,
-    show_default=True,
-    envvar="TITANBENCH_WARMUP_STEPS",
-    show_envvar=True,
-    help="Windows ending at or before this step are not averaged.",
-)
-@click.option(
-    "--profile-freq",
-    type=click.IntRange(min=1),
-    envvar="TITANBENCH_PROFILE_FREQ",
-    show_envvar=True,
-    help="Treat steps F, 2F, ... as profiler dumps even where the log does not say so "
-    "(the windows ending there and the next ones are not averaged).",
-)
+@averaging_options
 def parse(log: Path, as_json: bool, warmup_steps: int, profile_freq: int | None) -> None:
     """Parse the metric lines of a torchtitan log LOG and average its tokens/s per GPU.
 

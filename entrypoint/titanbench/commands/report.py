@@ -4,8 +4,8 @@ import click
 
 from titanbench.atomic import write_text
 from titanbench.errors import TitanbenchError
+from titanbench.options import averaging_options
 from titanbench.report import collect, render_json, render_markdown, write_png
-from titanbench.stats import DEFAULT_WARMUP_STEPS
 
 
 @click.command()
@@ -17,18 +17,7 @@ from titanbench.stats import DEFAULT_WARMUP_STEPS
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write the PNG chart here [default with --out: next to it, same name, .png].",
 )
-@click.option(
-    "--warmup-steps",
-    type=click.IntRange(min=0),
-    default=DEFAULT_WARMUP_STEPS,
-    show_default=True,
-    help="Drop windows ending at or before this step.",
-)
-@click.option(
-    "--profile-freq",
-    type=click.IntRange(min=1),
-    help="Treat steps F, 2F, ... as profiler trace dumps (besides those the logs report).",
-)
+@averaging_options
 def report(
     run_dir: Path, out: Path | None, fmt: str, plot: Path | None, warmup_steps: int, profile_freq: int | None
 ) -> None:
