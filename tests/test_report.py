@@ -288,6 +288,7 @@ def test_report_carries_pins_and_the_method_actually_used(published_run):
     assert METHOD in markdown
     assert "This report: warm-up steps 30, profiler dumps at steps 50, 100, ..." in markdown
     assert f"| TORCH_COMMIT | {pins()['TORCH_COMMIT']} |" in markdown
+    assert "CI_TORCH_VERSION" not in markdown, "the CPU torch of CI is not a pin of the benchmark"
     assert "Pins (build mode not recorded)" in markdown
 
 

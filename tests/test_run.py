@@ -19,6 +19,7 @@ from click.testing import CliRunner
 
 from titanbench.cli import main
 from titanbench.launch import Outcome
+from titanbench.pins import pins
 from titanbench.plan import ConfigPlan
 from titanbench.runner import archive_log, classify
 
@@ -107,6 +108,8 @@ def test_two_nodes_on_loopback_complete_a_matrix(tmp_path):
     assert [c["config"] for c in run["configs"]] == ["vanilla-bf16", "async-bf16"]
     assert set(run["timings"]) == {"stand_in/vanilla-bf16", "stand_in/async-bf16"}
     assert run["environment"]["pins"]
+    assert run["pins"]["TORCHTITAN_COMMIT"] == pins()["TORCHTITAN_COMMIT"]
+    assert not any(key.startswith("CI_") for key in run["pins"]), "CI-only pins are not the benchmark's"
     assert run["fingerprint"]
 
     document = json.loads((run_dir / "results.json").read_text())

@@ -24,3 +24,8 @@ def read_env_file(path: Path) -> dict[str, str]:
 @cache
 def pins() -> dict[str, str]:
     return read_env_file(versions_env())
+
+
+def stack_pins() -> dict[str, str]:
+    """The pins of the benchmark stack, as reports and run.json show them (not the CI-only ones)."""
+    return {key: value for key, value in pins().items() if not key.startswith("CI_")}

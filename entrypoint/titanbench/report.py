@@ -17,7 +17,7 @@ from typing import Any
 from titanbench import logparse, results, stats
 from titanbench.atomic import write_bytes, write_json, write_text
 from titanbench.errors import TitanbenchError
-from titanbench.pins import pins
+from titanbench.pins import stack_pins
 from titanbench.spec import QUANTIZATIONS, MatrixSpec, resolve_models
 
 RESULTS_JSON = "results.json"
@@ -328,7 +328,7 @@ def _pins(run: dict[str, Any]) -> tuple[dict[str, str], str]:
     recorded = run.get("pins")
     if isinstance(recorded, dict) and recorded and all(isinstance(v, str) for v in recorded.values()):
         return dict(recorded), "run.json"
-    return pins(), "this titanbench installation (pin/versions.env)"
+    return stack_pins(), "this titanbench installation (pin/versions.env)"
 
 
 def _build_mode(run: dict[str, Any], manifest: dict[str, Any] | None) -> str | None:

@@ -23,6 +23,7 @@ from titanbench.launch import Limits, Outcome, Progress, Stop, launch, utc_now
 from titanbench.logparse import evidence, parse_windows
 from titanbench.nodes import Explicit, Topology, discover
 from titanbench.options import locations_from, overrides_from
+from titanbench.pins import stack_pins
 from titanbench.plan import DEFAULT_TRAINER, ConfigPlan, Rendezvous, build_plan, matrix_fingerprint, topology_for
 from titanbench.redact import known_secrets, redact_env
 from titanbench.spec import resolve_models
@@ -323,6 +324,7 @@ class Leader:
             "notes": notes,
             "timings": recorded.get("timings", {}),
             "sessions": [*recorded.get("sessions", []), {"started_at": utc_now(), "node_rank": 0}],
+            "pins": stack_pins(),
             "environment": _manifest(),
         }
 
