@@ -1,5 +1,6 @@
 """plan.py: the published flags exactly, declared bundle additions, deviations, guards, env, argv."""
 
+import re
 import shlex
 from pathlib import Path
 
@@ -211,3 +212,41 @@ def test_fingerprint_is_what_is_computed_not_where_files_go(tmp_path):
     assert matrix_fingerprint(node0) == matrix_fingerprint(node5)
     assert matrix_fingerprint(node0) != matrix_fingerprint(plans_for("8b", here, steps=50))
     assert len({p.fingerprint for p in node0}) == 6
+
+
+def _checkout(root: Path, tokenizer_line: str = 'tokenizer_path = "./assets/tokenizer/original/tokenizer.model"'):
+    toml = root / TRAIN_CONFIG.format("llama3_8b")
+    toml.parent.mkdir(parents=True, exist_ok=True)
+    toml.write_text(f'[model]\nname = "llama3"\n{tokenizer_line}\n')
+    return root
+
+
+# (files present in the torchtitan dir, extra torchtitan flag, expected error or None)
+LAUNCH_FILE_CASES = [
+    ("nothing", None, "no torchtitan/models/llama3/train_configs/llama3_8b.toml under"),
+    ("toml only", None, "no tokenizer at"),
+    ("toml and tokenizer", None, None),
+    ("toml only", "--model.tokenizer_path=./elsewhere/tokenizer.model", "elsewhere/tokenizer.model"),
+]
+
+
+@pytest.mark.parametrize(("present", "flag", "error"), LAUNCH_FILE_CASES)
+def test_launch_files_are_checked_before_torchrun_starts(tmp_path, present, flag, error):
+    from titanbench.plan import check_launch_files
+
+    root = tmp_path / "torchtitan"
+    if present != "nothing":
+        _checkout(root)
+    if present == "toml and tokenizer":
+        tokenizer = root / "assets/tokenizer/original/tokenizer.model"
+        tokenizer.parent.mkdir(parents=True)
+        tokenizer.write_text("IQ== 0\n")
+    plans = plans_for("8b", Locations(tmp_path / "run", tmp_path / "cache", root))
+    if flag:
+        for plan in plans:
+            plan.torchtitan_args.append(flag)
+    if error is None:
+        check_launch_files(plans)
+    else:
+        with pytest.raises(TitanbenchError, match=re.escape(error)):
+            check_launch_files(plans)

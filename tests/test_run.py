@@ -345,3 +345,33 @@ def test_earlier_logs_are_kept_as_numbered_attempts(tmp_path):
     assert not log.exists()
     assert (tmp_path / "train.log.attempt1").read_text() == "first"
     assert (tmp_path / "train.log.attempt2").read_text() == "second"
+
+
+@pytest.mark.torchtitan
+def test_missing_torchtitan_checkout_stops_before_any_torchrun(tmp_path):
+    pytest.importorskip("torchtitan.config_manager")
+    empty = tmp_path / "not-a-checkout"
+    empty.mkdir()
+    outcome = CliRunner().invoke(
+        main,
+        [
+            "run",
+            "--model",
+            "8b",
+            "--nodes",
+            "1",
+            "--tp",
+            "4",
+            "--torchtitan-dir",
+            str(empty),
+            "--results",
+            str(tmp_path / "results"),
+            "--run-id",
+            "r",
+        ],
+    )
+    assert outcome.exit_code == 1
+    last = outcome.output.strip().splitlines()[-1]
+    assert last.startswith("Error: llama3_8b/vanilla-bf16: no torchtitan/models/llama3/train_configs/llama3_8b.toml")
+    assert "Traceback" not in outcome.output
+    assert not list((tmp_path / "results").glob("r/llama3_8b/*/train.log")), "no config may have started"

@@ -11,11 +11,17 @@ import io
 import json
 import logging
 import re
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from titanbench.errors import TitanbenchError
-from titanbench.spec import STEPS_FLAG, TP_DEGREE_FLAG, ConfigSpec, MatrixSpec
+from titanbench.spec import STEPS_FLAG, TP_DEGREE_FLAG, ConfigSpec, MatrixSpec, flag_value
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:
+    import tomli as tomllib
 
 DEFAULT_TRAINER = "torchtitan.train"
 DEFAULT_MASTER_PORT = 29500
@@ -334,3 +340,32 @@ def validate_with_torchtitan(plans: list[ConfigPlan], *, torchtitan_dir: Path | 
         finally:
             logging.disable(logging.NOTSET)
     return notes
+
+
+TOKENIZER_FLAG = "--model.tokenizer_path"
+
+
+def check_launch_files(plans: list[ConfigPlan]) -> None:
+    """Before torchrun starts: the files torchtitan reads from its working directory are there.
+
+    Without them every config of a 256-GPU job would fail only after the processes started.
+    """
+    for plan in plans:
+        workdir = Path(plan.workdir)
+        toml = workdir / plan.torchtitan_args[1]
+        if not toml.is_file():
+            raise TitanbenchError(
+                f"{plan.model}/{plan.config}: no {plan.torchtitan_args[1]} under {workdir}: --torchtitan-dir "
+                "must be a torchtitan checkout at the pin (the image's is $TITANBENCH_TORCHTITAN_DIR; "
+                "the PyPI wheel has no train configs)"
+            )
+        try:
+            configured = tomllib.loads(toml.read_text()).get("model", {}).get("tokenizer_path")
+        except (OSError, tomllib.TOMLDecodeError) as error:
+            raise TitanbenchError(f"{toml}: unreadable train config: {error}") from None
+        tokenizer = flag_value(plan.torchtitan_args, TOKENIZER_FLAG) or configured
+        if tokenizer and not (workdir / tokenizer).is_file():
+            raise TitanbenchError(
+                f"{plan.model}/{plan.config}: no tokenizer at {workdir / tokenizer}: stage it first "
+                "(`titanbench assets tokenizer --dest DIR` writes DIR/original/tokenizer.model)"
+            )

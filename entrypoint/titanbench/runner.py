@@ -24,7 +24,16 @@ from titanbench.logparse import evidence, parse_windows
 from titanbench.nodes import Explicit, Topology, discover
 from titanbench.options import locations_from, overrides_from
 from titanbench.pins import stack_pins
-from titanbench.plan import DEFAULT_TRAINER, ConfigPlan, Rendezvous, build_plan, matrix_fingerprint, topology_for
+from titanbench.plan import (
+    DEFAULT_TRAINER,
+    ConfigPlan,
+    Rendezvous,
+    build_plan,
+    check_launch_files,
+    matrix_fingerprint,
+    topology_for,
+    validate_with_torchtitan,
+)
 from titanbench.redact import known_secrets, redact_env
 from titanbench.spec import resolve_models
 
@@ -114,9 +123,9 @@ def _plans(options: dict[str, Any], topology: Topology, run_dir: Path) -> list[C
 def _validate(plans: list[ConfigPlan], options: dict[str, Any]) -> list[str]:
     if options["trainer"] != DEFAULT_TRAINER:
         return [f"trainer {options['trainer']}: torchtitan's config check and the log evidence checks are skipped"]
-    from titanbench.plan import validate_with_torchtitan
-
-    return validate_with_torchtitan(plans, torchtitan_dir=options["torchtitan_dir"])
+    notes = validate_with_torchtitan(plans, torchtitan_dir=options["torchtitan_dir"])
+    check_launch_files(plans)
+    return notes
 
 
 def classify(outcome: Outcome, log_text: str, plan: ConfigPlan, check_evidence: bool) -> tuple[str, str]:
