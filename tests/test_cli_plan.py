@@ -97,3 +97,16 @@ def test_torchtitans_parser_rejects_a_bad_override(tmp_path):
     result = invoke("--model", str(path), "--validate")
     assert result.exit_code == 1
     assert "rejects the flags" in result.output
+
+
+def test_a_token_in_the_environment_never_reaches_the_plan(tmp_path):
+    token = "hf_planSecretValue123456"
+    token_file = tmp_path / "token"
+    token_file.write_text(token)
+    env = {"HF_TOKEN": token, "WANDB_API_KEY": token, "HF_TOKEN_PATH": str(token_file)}
+    for fmt in ("text", "json"):
+        result = CliRunner().invoke(
+            main, ["plan", "--model", "all", "--format", fmt, "--trainer", "tests.stand_in_trainer"], env=env
+        )
+        assert result.exit_code == 0, result.output
+        assert token not in result.output
