@@ -4,6 +4,7 @@ import io
 import os
 import re
 import signal
+import subprocess
 import sys
 import textwrap
 import threading
@@ -185,3 +186,55 @@ def test_progress_line_has_step_tps_elapsed_and_eta():
     assert re.fullmatch(
         r"\[2/6\] llama3_8b/async-bf16  step 10/100  tps 4,809  elapsed \d+:\d\d:\d\d  ETA \d+:\d\d:\d\d", tenth
     )
+
+
+def test_torchrun_does_not_inherit_pet_defaults(tmp_path):
+    # torchrun reads PET_<OPTION> as defaults: an elastic PyTorchJob's PET_RDZV_BACKEND must not reach it.
+    code = "import os; print('PET:', sorted(k for k in os.environ if k.startswith('PET_')), os.environ['KEEP'])"
+    outcome, log, _ = run(code, tmp_path, environ={"PET_RDZV_BACKEND": "c10d", "PET_NNODES": "2", "KEEP": "yes"})
+    assert outcome.status == "ok"
+    assert "PET: [] yes" in log
+
+
+def test_rank_log_files_are_scrubbed_of_secrets(tmp_path):
+    ranks = tmp_path / "ranks"
+    code = f"""
+        import pathlib
+        rank = pathlib.Path({str(ranks)!r}) / "attempt_0" / "1"
+        rank.mkdir(parents=True)
+        (rank / "stdout.log").write_text("token hf_rankSecret42 seen\\n")
+        (rank / "stderr.log").write_text("nothing to hide\\n")
+    """
+    plan = plan_running(code, tmp_path)
+    plan.rank_log_dir = str(ranks)
+    out = io.StringIO()
+    launch(plan, tmp_path / "train.log", NO_LIMITS, Stop(), Progress(out, 1, 1, "m/c", 20), secrets=["hf_rankSecret42"])
+    assert (ranks / "attempt_0" / "1" / "stdout.log").read_text() == "token *** seen\n"
+    assert (ranks / "attempt_0" / "1" / "stderr.log").read_text() == "nothing to hide\n"
+
+
+def test_torchrun_dies_with_a_driver_killed_by_sigkill(tmp_path):
+    # The driver itself in a process of its own, so that it can be SIGKILLed like an OOM kill.
+    child_pid = tmp_path / "child.pid"
+    driver = textwrap.dedent(f"""
+        import io, sys, pathlib
+        sys.path[:0] = {sys.path!r}
+        from test_launch import plan_running, NO_LIMITS
+        from titanbench.launch import Progress, Stop, launch
+        code = ("import os, pathlib, time; "
+                "pathlib.Path({str(child_pid)!r}).write_text(str(os.getpid())); time.sleep(600)")
+        launch(plan_running(code, pathlib.Path({str(tmp_path)!r})), pathlib.Path({str(tmp_path / "train.log")!r}),
+               NO_LIMITS, Stop(), Progress(io.StringIO(), 1, 1, "m/c", 20), secrets=[])
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", driver])
+    deadline = time.monotonic() + 60
+    while not (child_pid.exists() and child_pid.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    pid = int(child_pid.read_text())
+    assert alive(pid)
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 30
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not alive(pid), "torchrun outlived its SIGKILLed driver"

@@ -130,3 +130,25 @@ def test_missing_scontrol_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(TitanbenchError, match="cannot run `scontrol"):
         discover(SLURM, Explicit(), 4)
+
+
+def test_kubeflow_without_a_node_rank_is_an_error_not_node_zero_everywhere():
+    env = {k: v for k, v in KUBEFLOW.items() if k != "PET_NODE_RANK"}
+    with pytest.raises(TitanbenchError, match="neither PET_NODE_RANK nor RANK is set"):
+        discover(env, Explicit(), 4)
+    assert discover({**env, "RANK": "2"}, Explicit(), 4).node_rank == 2
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [{"SLURM_LOCALID": "3"}, {"SLURM_LOCALID": "0", "SLURM_STEP_NUM_TASKS": "32"}],
+    ids=["second task on a node", "node 0's first of eight tasks"],
+)
+def test_slurm_with_several_tasks_per_node_is_refused(extra):
+    with pytest.raises(TitanbenchError, match="several tasks per node: run titanbench with `srun --ntasks-per-node=1`"):
+        discover({**SLURM, **extra}, Explicit(), 4, hostnames=hosts)
+
+
+def test_slurm_one_task_per_node_passes():
+    env = {**SLURM, "SLURM_LOCALID": "0", "SLURM_STEP_NUM_TASKS": "4"}
+    assert discover(env, Explicit(), 4, hostnames=hosts).node_rank == 2

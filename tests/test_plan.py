@@ -112,6 +112,7 @@ def test_launcher_uses_static_rendezvous_then_the_trainer_module(locations):
         "--master-addr": "10.0.0.1",
         "--master-port": "29600",
     }
+    assert argv[argv.index("--rdzv-backend") + 1] == "static", "rank 0 on node 0 needs static rendezvous"
     module = argv.index("-m")
     assert argv[module + 1] == "torchtitan.train"
     assert argv[module + 2 :] == plan.torchtitan_args

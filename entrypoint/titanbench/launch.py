@@ -6,6 +6,7 @@ each worker in a session of its own too, so the SIGKILL goes to every descendant
 """
 
 import contextlib
+import ctypes
 import os
 import signal
 import subprocess
@@ -13,12 +14,13 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TextIO
 
+from titanbench.atomic import write_text
 from titanbench.logparse import iter_windows
 from titanbench.plan import ConfigPlan
 from titanbench.redact import scrub
@@ -29,7 +31,7 @@ DEFAULT_GRACE_SECONDS = 30.0
 
 
 def utc_now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 @dataclass(frozen=True)
@@ -39,16 +41,44 @@ class Limits:
     grace_period: float = DEFAULT_GRACE_SECONDS
 
 
+# SIGHUP too: a dropped ssh session must stop torchrun, not orphan it on the GPUs.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+_LIBC = ctypes.CDLL(None, use_errno=True)
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In torchrun's process, before exec: SIGTERM it when the driver dies, even by SIGKILL or OOM."""
+    _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _child_environment(base: Mapping[str, str], plan_env: Mapping[str, str]) -> dict[str, str]:
+    """The driver's environment minus PET_* (torchrun reads PET_<OPTION> as option defaults, so an elastic
+    PyTorchJob's PET_RDZV_* or PET_MAX_RESTARTS would change the plan's launch), plus the plan's env."""
+    return {**{k: v for k, v in base.items() if not k.startswith("PET_")}, **plan_env}
+
+
+def scrub_tree(root: Path, secrets: list[str]) -> None:
+    """Rewrite any file under root that holds a secret, with the secret masked (torchrun's per-rank files)."""
+    if not secrets or not root.is_dir():
+        return
+    for path in root.rglob("*"):
+        if path.is_file():
+            text = path.read_text(encoding="utf-8", errors="replace")
+            if any(secret in text for secret in secrets):
+                write_text(path, scrub(text, secrets))
+
+
 class Stop:
-    """The first SIGINT/SIGTERM the driver received (0: none yet)."""
+    """The first SIGINT/SIGTERM/SIGHUP the driver received (0: none yet)."""
 
     def __init__(self) -> None:
         self.signal = 0
 
     @contextlib.contextmanager
     def installed(self) -> Iterator["Stop"]:
-        """Catch SIGINT/SIGTERM while the block runs; the previous handlers come back after."""
-        previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+        """Catch SIGINT/SIGTERM/SIGHUP while the block runs; the previous handlers come back after."""
+        previous = {sig: signal.signal(sig, self._handle) for sig in STOP_SIGNALS}
         try:
             yield self
         finally:
@@ -202,7 +232,7 @@ def launch(
 ) -> Outcome:
     """Run one config's torchrun to the end (or until a limit or a signal stops it)."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    env = {**(os.environ if environ is None else environ), **plan.env}
+    env = _child_environment(os.environ if environ is None else environ, plan.env)
     started_at, started = utc_now(), time.monotonic()
     with open(log_file, "w", encoding="utf-8") as log:
         proc = subprocess.Popen(
@@ -213,12 +243,15 @@ def launch(
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         reader = _Reader(proc.stdout, log, secrets, progress.update)
         reader.start()
         progress.update(None, None)
         status, reason = _supervise(proc, reader, limits, stop, started)
         reader.join(timeout=5)
+    if plan.rank_log_dir:
+        scrub_tree(Path(plan.rank_log_dir), secrets)
     returncode = proc.returncode
     if status == "ok" and returncode != 0:
         status = "failed"

@@ -71,6 +71,14 @@ def _port(env: Mapping[str, str], names: tuple[str, ...], source: str) -> int:
     return DEFAULT_MASTER_PORT
 
 
+def _node_rank(env: Mapping[str, str], source: str) -> int:
+    """PET_NODE_RANK, else RANK (a PyTorchJob's pod index); never a silent 0 on every pod."""
+    for name in ("PET_NODE_RANK", "RANK"):
+        if name in env:
+            return _int(env, name, source)
+    raise TitanbenchError(f"{source}: neither PET_NODE_RANK nor RANK is set: cannot tell this node's rank")
+
+
 def _from_environment(
     env: Mapping[str, str], explicit: Explicit, expected_nodes: int, hostnames: Callable[[str], list[str]]
 ) -> Topology | None:
@@ -78,6 +86,14 @@ def _from_environment(
         source = "Slurm"
         if "SLURM_NODEID" not in env:
             raise TitanbenchError("Slurm: SLURM_NODEID is not set: start titanbench with srun, one task per node")
+        # One driver per node: torchrun starts the per-GPU processes. Several tasks per node would
+        # start several drivers with the same node rank.
+        tasks = env.get("SLURM_STEP_NUM_TASKS")
+        if env.get("SLURM_LOCALID", "0") != "0" or (tasks and tasks != env["SLURM_NNODES"]):
+            raise TitanbenchError(
+                "Slurm: several tasks per node: run titanbench with `srun --ntasks-per-node=1` "
+                "(torchrun starts the per-GPU processes)"
+            )
         nodelist = env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST")
         if not nodelist and not explicit.master_addr:
             raise TitanbenchError("Slurm: SLURM_JOB_NODELIST is not set: cannot tell which host is node 0")
@@ -95,7 +111,7 @@ def _from_environment(
             raise TitanbenchError(f"{source}: neither PET_MASTER_ADDR nor MASTER_ADDR is set")
         return Topology(
             nnodes=_int(env, "PET_NNODES", source),
-            node_rank=_int(env, "PET_NODE_RANK", source) if "PET_NODE_RANK" in env else 0,
+            node_rank=_node_rank(env, source),
             master_addr=addr,
             master_port=_port(env, ("PET_MASTER_PORT", "MASTER_PORT"), source),
             source=source,

@@ -83,6 +83,8 @@ class ConfigPlan:
     published_tps: float | None
     workdir: str
     trainer: str
+    # torchrun's per-rank output files (--log-dir); they are scrubbed of secrets after each launch.
+    rank_log_dir: str = ""
     fingerprint: str = field(default="")
 
     def to_dict(self) -> dict:
@@ -223,7 +225,7 @@ def plan_config(
     bundle = _bundle_flags(spec, config, locations, overrides)
     torchtitan_args = ["--job.config_file", spec.train_config, *computed, *(b["flag"] for b in bundle)]
     env, env_reasons = _env(spec, config, locations, overrides)
-    log_dir = locations.run_dir / spec.model / config.id / "ranks" / f"node{rendezvous.node_rank}"
+    rank_log_dir = locations.run_dir / spec.model / config.id / "ranks" / f"node{rendezvous.node_rank}"
     launcher_argv = [
         "torchrun",
         "--nnodes", str(topology["nodes"]),
@@ -231,10 +233,11 @@ def plan_config(
         "--node-rank", str(rendezvous.node_rank),
         "--master-addr", rendezvous.master_addr,
         "--master-port", str(rendezvous.master_port),
+        "--rdzv-backend", "static",
         # As torchtitan's run_train.sh: the console shows this node's first rank, tagged [rankN].
         "--local-ranks-filter", "0", "--role", "rank", "--tee", "3",
         # Every local rank's output is also kept, for the rank that fails.
-        "--log-dir", str(log_dir),
+        "--log-dir", str(rank_log_dir),
         "-m", trainer,
         *torchtitan_args,
     ]  # fmt: skip
@@ -254,6 +257,7 @@ def plan_config(
         published_tps=config.published_tps,
         workdir=str(locations.torchtitan_dir),
         trainer=trainer,
+        rank_log_dir=str(rank_log_dir),
     )
     # What every node must agree on: what is computed, not where files go on each node.
     plan.fingerprint = _fingerprint([spec.model, config.id, topology, computed, trainer])
