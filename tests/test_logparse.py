@@ -339,3 +339,15 @@ def test_fields_never_come_from_a_record_glued_after_the_metrics_line() -> None:
         "wps: 1,894[rank1]:2024-03-20 14:58:21,643 - root - INFO - custom tflops: 999.00  mfu: 99.00%\n"
     )
     assert parse_windows(text) == [Window(11, 1894.0, 7.2777, 34.40, 36.20, None, None, None)]
+
+
+def test_a_copy_cut_before_its_tps_does_not_hide_the_complete_one():
+    # Rank 1's step-20 record is cut by another record before `tps:`; rank 0's full copy follows.
+    cut = "[rank1]:[titan] 2025-06-13 10:00:02,000 - root - INFO - step: 20  loss:  7.0000  memory: 47.79GiB(50.30%)"
+    glued = cut + "[rank1]:[titan] 2025-06-13 10:00:02,001 - root - INFO - [GC] Performing periodical GC collection"
+    full = (
+        "[rank0]:[titan] 2025-06-13 10:00:02,002 - root - INFO - "
+        "step: 20  loss:  7.0000  memory: 47.79GiB(50.30%)  tps: 6,567  tflops: 380.35  mfu: 38.46%"
+    )
+    (window,) = parse_windows(glued + "\n" + full + "\n")
+    assert (window.step, window.tps, window.mfu) == (20, 6567, 38.46)

@@ -162,13 +162,25 @@ def test_missing_failed_and_unverified_configs(tmp_path):
     assert rows[("Async TP", "None (bfloat16)")] == ["missing", "n/a"]
     assert rows[("Vanilla TP", "float8 rowwise")] == ["failed", "n/a"]
     assert rows[("Async TP", "float8 rowwise")] == ["624.8", "n/a"]
-    assert rows[("Async TP", "float8 tensorwise")] == ["942.4 (unverified)", "1.16"]
+    assert rows[("Async TP", "float8 tensorwise")] == ["942.4 (unverified)", "1.16 (unverified)"]
 
     compared = comparison(markdown, spec.model)
     assert compared["async-bf16"][0] == "n/a" and compared["async-bf16"][-1].startswith("missing")
     assert compared["vanilla-float8_rowwise"][-1] == "failed: exit code 1"
     assert compared["async-float8_tensorwise"][-1] == "unverified: no async TP line"
     assert by_config(doc, spec.model)["vanilla-float8_rowwise"]["measured_tps"] is None
+
+
+def test_a_speedup_over_an_unverified_baseline_says_so(tmp_path):
+    run_dir = tmp_path / "run"
+    spec = write_matrix(run_dir, "70b")
+    baseline = run_dir / spec.model / "vanilla-bf16"
+    (baseline / "result.json").write_text(
+        json.dumps({"status": "unverified", "reason": "async TP line in a vanilla log"})
+    )
+    rows = {(r[0], r[1]): r[2:] for r in published_shape(render_markdown(collect(run_dir)), spec.model)}
+    assert rows[("Async TP", "None (bfloat16)")] == ["652.4", "1.09 (unverified)"]
+    assert rows[("Async TP", "float8 tensorwise")] == ["942.4", "1.16"]
 
 
 def test_logs_alone_must_show_what_the_config_claims(tmp_path):

@@ -84,6 +84,11 @@ INVALID_SPECS = [
     ("tp flag vs topology", (("topology", "tp"), 4), "topology"),
     ("degrees vs world", (("topology", "fsdp"), 2), "tp x fsdp = 16"),
     ("duplicate ids", (("configs", 1, "id"), "vanilla-bf16"), "duplicate config ids: vanilla-bf16"),
+    (
+        "two configs for one cell",
+        (("configs", 1), {"id": "vanilla-bf16-again", "tp_type": "vanilla", "quantization": "bf16", "steps": 10}),
+        "two configs for one table cell (vanilla bf16)",
+    ),
     ("negative published tps", (("configs", 0, "published_tps"), -1), "configs.0.published_tps"),
 ]
 

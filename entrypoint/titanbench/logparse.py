@@ -107,10 +107,13 @@ def iter_windows(text: str) -> list[Window]:
 
 
 def parse_windows(text: str) -> list[Window]:
-    """One window per step, sorted by step. Every rank prints the same step; the first record wins."""
+    """One window per step, sorted by step. Every rank prints the same step; the first record wins,
+    unless it lost its tps to a record glued into it and a later copy has one."""
     first: dict[int, Window] = {}
     for window in iter_windows(text):
-        first.setdefault(window.step, window)
+        kept = first.get(window.step)
+        if kept is None or (kept.tps is None and window.tps is not None):
+            first[window.step] = window
     return [first[step] for step in sorted(first)]
 
 

@@ -10,6 +10,7 @@ import contextlib
 import json
 import math
 import re
+import statistics
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -89,7 +90,7 @@ def _evidence_problem(tp_type: str | None, quantization: str | None, found: logp
 
 
 def _mean(values: list[float]) -> float | None:
-    return sum(values) / len(values) if values else None
+    return statistics.fmean(values) if values else None
 
 
 def _config_entry(
@@ -117,6 +118,7 @@ def _config_entry(
         "published_tps": published,
         "ratio": None,
         "speedup": None,
+        "speedup_unverified": None,
         "mfu": None,
         "peak_memory_gib": None,
         "planned": plan is not None,
@@ -145,7 +147,7 @@ def _config_entry(
     status = result.get("status") if result else None
     detail = _result_detail(result) if result else None
     if summary is not None:
-        found = logparse.evidence(log.read_text(errors="replace"))
+        found = summary.evidence or logparse.evidence(log.read_text(errors="replace"))
         entry["evidence"] = {"async_tp": found.async_tp, "float8_recipe": found.float8_recipe}
         entry["summary"] = summary.to_dict()
         used = [w for w in summary.windows if w.step in set(summary.used_steps)]
@@ -168,11 +170,13 @@ def _config_entry(
 
 def _add_speedups(configs: list[dict[str, Any]]) -> None:
     """Async over vanilla TP, per quantization, from measured numbers only."""
-    vanilla = {c["quantization"]: c["measured_tps"] for c in configs if c["tp_type"] == "vanilla" and c["measured_tps"]}
+    vanilla = {c["quantization"]: c for c in configs if c["tp_type"] == "vanilla" and c["measured_tps"]}
     for config in configs:
         base = vanilla.get(config["quantization"])
         if base and config["measured_tps"] is not None and config["tp_type"] in TP_LABELS:
-            config["speedup"] = config["measured_tps"] / base
+            config["speedup"] = config["measured_tps"] / base["measured_tps"]
+            # A speedup is only as good as both of its numbers.
+            config["speedup_unverified"] = "unverified" in (config["status"], base["status"])
 
 
 def _topology(spec: MatrixSpec | None, plans: list[dict[str, Any]]) -> tuple[dict[str, int] | None, str | None]:
@@ -437,7 +441,10 @@ def _published_shape(configs: list[dict[str, Any]]) -> list[str]:
                 tps = config["status"]
             else:
                 tps = f"{config['measured_tps']:.1f}" + (" (unverified)" if config["status"] == "unverified" else "")
-            rows.append([tp_label, q_label, tps, _number(config["speedup"], ".2f")])
+            speedup = _number(config["speedup"], ".2f")
+            if config.get("speedup_unverified"):
+                speedup += " (unverified)"
+            rows.append([tp_label, q_label, tps, speedup])
     header = ["TP type", "Quantization", "Average TPS", "Speedup over vanilla TP baseline"]
     return _table(header, [":---", ":---", "---:", "---:"], rows) if rows else []
 

@@ -132,6 +132,12 @@ class MatrixSpec(_Strict):
         duplicates = sorted({i for i in ids if ids.count(i) > 1})
         if duplicates:
             raise ValueError(f"duplicate config ids: {', '.join(duplicates)}")
+        cells = [(c.tp_type, c.quantization) for c in self.configs]
+        repeated = sorted({f"{t} {q}" for t, q in cells if cells.count((t, q)) > 1})
+        if repeated:
+            raise ValueError(
+                f"two configs for one table cell ({', '.join(repeated)}): the report could not tell them apart"
+            )
         args = self.common_flag_list
         tp = flag_value(args, TP_DEGREE_FLAG)
         if tp != str(self.topology.tp):
