@@ -451,3 +451,25 @@ def test_a_user_spec_named_by_the_run_request_supplies_the_heading(tmp_path):
     assert by_config(doc, "mine")["vanilla-bf16"]["ratio"] == pytest.approx(0.99)
     spec_file.unlink()
     assert collect(run_dir)["models"][0]["heading"] == "mine (no published reference)"
+
+
+# run.json edited by hand or written by something else: one clear line, never a traceback.
+BASELINE = {"model": "llama3_8b", "config": "vanilla-bf16"}
+MALFORMED_RUN_JSON = [
+    ({"configs": [{**BASELINE, "topology": {"nodes": 1}}]}, "configs.0.topology"),
+    ({"configs": [{**BASELINE, "published_tps": "fast"}]}, "configs.0.published_tps"),
+    ({"configs": [{"model": "llama3_8b", "config": 2}]}, "configs.0.config"),
+    ({"request": ["--model", "8b"]}, "request"),
+    ({"pins": {"TORCH_COMMIT": 38}}, "pins.TORCH_COMMIT"),
+]
+
+
+@pytest.mark.parametrize(("content", "where"), MALFORMED_RUN_JSON)
+def test_malformed_run_json_is_one_error_line(tmp_path, content, where):
+    run_dir = tmp_path / "run"
+    write_matrix(run_dir, "8b")
+    (run_dir / "run.json").write_text(json.dumps(content))
+    result = CliRunner().invoke(main, ["report", str(run_dir)])
+    assert result.exit_code == 1
+    assert result.output.startswith(f"Error: {run_dir / 'run.json'}: {where}")
+    assert result.output.count("\n") == 1

@@ -15,6 +15,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, ValidationError
+
 from titanbench import logparse, results, stats
 from titanbench.atomic import write_bytes, write_json, write_text
 from titanbench.errors import TitanbenchError
@@ -45,12 +47,46 @@ _GBPS = re.compile(r"(\d+(?:\.\d+)?)\s*Gb")
 # ---- collect ------------------------------------------------------------------------------------
 
 
+class _RecordedTopology(BaseModel):
+    nodes: int
+    gpus_per_node: int
+    tp: int
+    fsdp: int
+
+
+class _RecordedPlan(BaseModel):
+    """What the report reads of a `ConfigPlan.to_dict()` in run.json; the rest passes through."""
+
+    model_config = ConfigDict(extra="allow")
+    model: str
+    config: str
+    tp_type: str | None = None
+    quantization: str | None = None
+    topology: _RecordedTopology | None = None
+    published_tps: float | None = None
+    deviations: list[str] = []
+
+
+class _RecordedRun(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    configs: list[_RecordedPlan] = []
+    request: dict[str, Any] | None = None
+    pins: dict[str, str] | None = None
+
+
+def _read_run(run_dir: Path) -> dict[str, Any]:
+    """run.json, checked where the report relies on it: a hand-edited or foreign file is one clear error."""
+    try:
+        return _RecordedRun.model_validate(results.read_run(run_dir) or {}).model_dump(exclude_unset=True)
+    except ValidationError as error:
+        problem = error.errors()[0]
+        where = ".".join(str(part) for part in problem["loc"])
+        raise TitanbenchError(f"{run_dir / results.RUN_FILE}: {where}: {problem['msg']}") from None
+
+
 def _plans(run: dict[str, Any]) -> list[dict[str, Any]]:
     """The per-config plans the runner recorded in run.json (`ConfigPlan.to_dict()` each)."""
-    configs = run.get("configs")
-    if not isinstance(configs, list):
-        return []
-    return [p for p in configs if isinstance(p, dict) and "model" in p and "config" in p]
+    return run.get("configs") or []
 
 
 def _manifest(run: dict[str, Any]) -> dict[str, Any] | None:
@@ -330,7 +366,7 @@ def _model_entry(
 
 def _pins(run: dict[str, Any]) -> tuple[dict[str, str], str]:
     recorded = run.get("pins")
-    if isinstance(recorded, dict) and recorded and all(isinstance(v, str) for v in recorded.values()):
+    if recorded:
         return dict(recorded), "run.json"
     return stack_pins(), "this titanbench installation (pin/versions.env)"
 
@@ -377,7 +413,7 @@ def collect(run_dir: Path, *, warmup_steps: int = stats.DEFAULT_WARMUP_STEPS, pr
     """The results document of a run directory (what `results.json` holds)."""
     run_dir = Path(run_dir)
     found = results.discover(run_dir)
-    run = results.read_run(run_dir) or {}
+    run = _read_run(run_dir)
     plans = _plans(run)
     if not found and not plans:
         raise TitanbenchError(
