@@ -162,3 +162,21 @@ def test_run_command_reports_missing_tool_and_failure():
         gpuinfo.run_command(["titanbench-no-such-tool"])
     with pytest.raises(gpuinfo.Unavailable, match="exited 3: boom"):
         gpuinfo.run_command(["sh", "-c", "echo boom >&2; exit 3"])
+
+
+def test_nvml_nvlink_query_error_is_unknown_not_absent():
+    class FailingP2P(FakeNvml):
+        def nvmlDeviceGetP2PStatus(self, a, b, index):
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_UNKNOWN)
+
+    facts = gpuinfo.read_nvml(FailingP2P([h100(0), h100(1)], p2p_nvlink=set()))
+    assert facts.nvlink == [[None, None], [None, None]]
+
+
+def test_topo_matrix_with_the_drivers_underlined_header():
+    # Real drivers underline the header row with terminal escape codes.
+    text = H100_TOPO.read_text()
+    header, rest = text.split("\n", 1)
+    underlined = "\t\x1b[4m" + header.strip() + "\x1b[0m\n" + rest
+    assert gpuinfo.parse_topo_matrix(underlined) == gpuinfo.parse_topo_matrix(text)
+    assert len(gpuinfo.parse_topo_matrix(underlined)[0]) == 8

@@ -78,3 +78,17 @@ def test_scrub_with_explicit_secrets_masks_longest_first():
 
 def test_scrub_masks_hf_shaped_tokens_without_being_told():
     assert TOKEN not in scrub(f"Authorization: Bearer {TOKEN}", [])
+
+
+def test_a_token_file_that_is_not_utf8_crashes_nothing(monkeypatch, tmp_path):
+    from click.testing import CliRunner
+
+    from titanbench.cli import main
+
+    token_file = tmp_path / "token"
+    token_file.write_bytes(b"\xff\xfe binary")
+    monkeypatch.setenv("HF_TOKEN_PATH", str(token_file))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    assert scrub("plain text") == "plain text"
+    result = CliRunner().invoke(main, ["env", "--json"])
+    assert result.exit_code == 0, result.exception

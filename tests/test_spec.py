@@ -126,3 +126,10 @@ def test_unknown_model_lists_the_known_ones():
 def test_missing_spec_file():
     with pytest.raises(TitanbenchError, match="no such spec file"):
         load_spec(str(Path("does/not/exist.yaml")))
+
+
+def test_spec_that_is_not_utf8_is_one_line(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("title: Llama caf\xe9\n".encode("latin-1"))
+    with pytest.raises(TitanbenchError, match="a spec must be UTF-8 text"):
+        load_spec(str(path))

@@ -357,11 +357,18 @@ def configs_check() -> Check:
 # ---- assets ----------------------------------------------------------------------------------
 
 
+def _has_content(path: Path) -> bool:
+    try:
+        return bool(path.read_bytes().strip())
+    except OSError:
+        return False
+
+
 def hf_token_source() -> str | None:
     """Where a Hugging Face token would come from (never the token itself)."""
     for var in ("TITANBENCH_HF_TOKEN_FILE", "HF_TOKEN_PATH"):
         path = os.environ.get(var)
-        if path and Path(path).expanduser().is_file() and Path(path).expanduser().read_text().strip():
+        if path and _has_content(Path(path).expanduser()):
             return f"file named by {var}"
     if os.environ.get("HF_TOKEN"):
         return "HF_TOKEN"

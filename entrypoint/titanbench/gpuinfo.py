@@ -17,6 +17,8 @@ from typing import Any
 
 import pynvml
 
+from titanbench.logparse import strip_ansi
+
 COMMAND_TIMEOUT_S = 60
 SYS_INFINIBAND = Path("/sys/class/infiniband")
 
@@ -94,6 +96,12 @@ def _optional(call: Callable[..., Any], *args: Any) -> Any:
         return None
 
 
+def _nvlink_between(nvml: Any, a: Any, b: Any) -> bool | None:
+    """True/False where NVML can tell; None (unknown) where the query fails, never a false "no NVLink"."""
+    status = _optional(nvml.nvmlDeviceGetP2PStatus, a, b, pynvml.NVML_P2P_CAPS_INDEX_NVLINK)
+    return None if status is None else status == pynvml.NVML_P2P_STATUS_OK
+
+
 def _watts(milliwatts: int | None) -> float | None:
     return None if milliwatts is None else milliwatts / 1000
 
@@ -137,13 +145,7 @@ def read_nvml(nvml: Any = pynvml) -> GpuFacts:
         cuda = _optional(nvml.nvmlSystemGetCudaDriverVersion_v2)
         gpus = [_nvml_gpu(nvml, i, handle) for i, handle in enumerate(handles)]
         nvlink: list[list[bool | None]] = [
-            [
-                None
-                if i == j
-                else _optional(nvml.nvmlDeviceGetP2PStatus, a, b, pynvml.NVML_P2P_CAPS_INDEX_NVLINK)
-                == pynvml.NVML_P2P_STATUS_OK
-                for j, b in enumerate(handles)
-            ]
+            [None if i == j else _nvlink_between(nvml, a, b) for j, b in enumerate(handles)]
             for i, a in enumerate(handles)
         ]
         return GpuFacts(
@@ -235,8 +237,9 @@ def parse_query_gpu(text: str) -> list[Gpu]:
 
 
 def _topo_rows(text: str) -> tuple[list[str], list[list[str]]]:
-    """(header cells, GPU rows) of `nvidia-smi topo -m`; the header is the indented first line."""
-    lines = [line for line in text.splitlines() if line.strip()]
+    """(header cells, GPU rows) of `nvidia-smi topo -m`; the header is the indented first line
+    (drivers underline it with terminal escape codes, which go first)."""
+    lines = [line for line in strip_ansi(text).splitlines() if line.strip()]
     header = lines[0].split() if lines and lines[0][0].isspace() else []
     rows = [line.split() for line in lines[1:] if re.match(r"GPU\d+\s", line)]
     return header, rows

@@ -53,7 +53,8 @@ def known_secrets(env: Mapping[str, str] | None = None) -> list[str]:
     found = {value.strip() for name, value in env.items() if is_secret_name(name)}
     for var in TOKEN_FILE_VARS:
         if env.get(var):
-            with contextlib.suppress(OSError):
+            # Unreadable or not UTF-8: not a token this process could have used, and no reason to crash.
+            with contextlib.suppress(OSError, ValueError):
                 found.add(Path(env[var]).expanduser().read_text().strip())
     try:
         from huggingface_hub import get_token

@@ -160,6 +160,8 @@ def load_spec_file(path: Path) -> MatrixSpec:
         data = yaml.safe_load(path.read_text())
     except OSError as error:
         raise TitanbenchError(f"{path}: cannot read spec: {error.strerror}") from None
+    except UnicodeDecodeError:
+        raise TitanbenchError(f"{path}: a spec must be UTF-8 text") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
