@@ -30,7 +30,13 @@ def statuses(checks):
 @pytest.fixture
 def clean_hf(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
-    for name in ("HF_TOKEN", "HF_TOKEN_PATH", "TITANBENCH_HF_TOKEN_FILE", "TITANBENCH_DATASET_PATH"):
+    for name in (
+        "HF_TOKEN",
+        "HF_TOKEN_PATH",
+        "TITANBENCH_HF_TOKEN_FILE",
+        "TITANBENCH_DATASET_PATH",
+        "TITANBENCH_TORCHTITAN_DIR",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -155,6 +161,19 @@ def test_tokenizer_and_token_checks(clean_hf, monkeypatch, tmp_path):
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     token = by_name(doctor.asset_checks())["assets.hf_token"]
     assert token.detail == "set via HF_TOKEN (value not shown)"
+
+
+def test_tokenizer_is_looked_for_in_the_torchtitan_checkout(clean_hf, monkeypatch, tmp_path):
+    checkout = tmp_path / "torchtitan"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TITANBENCH_DATASET_PATH", str(tmp_path))
+    monkeypatch.setenv("TITANBENCH_TORCHTITAN_DIR", str(checkout))
+    write_tiktoken_file(tmp_path / assets.DEFAULT_TOKENIZER_DEST / assets.TOKENIZER_FILE, assets.LLAMA3_BASE_RANKS)
+    elsewhere = by_name(doctor.asset_checks())["assets.tokenizer"]
+    assert elsewhere.status == FAIL, "a tokenizer beside the checkout is not the one torchtitan reads"
+    assert f"--dest {checkout / assets.DEFAULT_TOKENIZER_DEST}" in elsewhere.fix
+    write_tiktoken_file(checkout / assets.DEFAULT_TOKENIZER_DEST / assets.TOKENIZER_FILE, assets.LLAMA3_BASE_RANKS)
+    assert by_name(doctor.asset_checks())["assets.tokenizer"].status == OK
 
 
 def test_dataset_local_copy(clean_hf, monkeypatch, tmp_path):

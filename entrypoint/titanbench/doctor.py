@@ -378,13 +378,18 @@ def hf_token_source() -> str | None:
 
 
 def asset_checks() -> list[Check]:
-    path = assets.tokenizer_path(Path.cwd() / assets.DEFAULT_TOKENIZER_DEST)
-    fetch = f"titanbench assets tokenizer (needs a token with access to {assets.TOKENIZER_REPO})"
+    # torchtitan reads the tokenizer relative to the checkout `run` starts it in (the image sets the variable).
+    workdir = Path(os.environ.get("TITANBENCH_TORCHTITAN_DIR") or Path.cwd())
+    path = assets.tokenizer_path(workdir / assets.DEFAULT_TOKENIZER_DEST)
+    fetch = (
+        f"titanbench assets tokenizer --dest {workdir / assets.DEFAULT_TOKENIZER_DEST} "
+        f"(needs a token with access to {assets.TOKENIZER_REPO})"
+    )
     try:
         ranks = assets.verify_tokenizer(path)
         tokenizer = Check("assets.tokenizer", OK, f"{path} loads with tiktoken ({ranks:,} ranks)")
     except TitanbenchError as error:
-        tokenizer = Check("assets.tokenizer", FAIL, error.message, f"from this directory: {fetch}")
+        tokenizer = Check("assets.tokenizer", FAIL, error.message, fetch)
     source = hf_token_source()
     if source:
         token = Check("assets.hf_token", OK, f"set via {source} (value not shown)")
