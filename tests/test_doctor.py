@@ -82,6 +82,15 @@ def test_nvml_node_matching_the_reference_is_all_ok():
     assert {c.status for c in checks} == {OK}
 
 
+@pytest.mark.parametrize(("visible", "status"), [(None, OK), ("0,1,2,3,4,5,6,7", OK), ("0,1,2,3", FAIL)])
+def test_gpu_count_obeys_cuda_visible_devices(visible, status):
+    # NVML lists every GPU of the node; torchrun's processes see only CUDA_VISIBLE_DEVICES.
+    check = by_name(doctor.gpu_checks(gpuinfo.read_nvml(nvml_8x_h100()), None, 8, visible))["gpu.count"]
+    assert check.status == status
+    if status == FAIL:
+        assert check.detail.startswith("4 GPU(s) usable (CUDA_VISIBLE_DEVICES=0,1,2,3), the plan needs 8")
+
+
 def test_missing_nvlink_pair_fails_and_names_it():
     nvml = FakeNvml([h100(i) for i in range(4)], all_pairs(4) - {frozenset((1, 2))})
     nvlink = by_name(doctor.gpu_checks(gpuinfo.read_nvml(nvml), None))["gpu.nvlink"]

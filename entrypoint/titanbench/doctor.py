@@ -63,7 +63,13 @@ class Check:
 # ---- hardware --------------------------------------------------------------------------------
 
 
-def gpu_checks(facts: gpuinfo.GpuFacts | None, reason: str | None, expect_gpus: int | None = None) -> list[Check]:
+def gpu_checks(
+    facts: gpuinfo.GpuFacts | None,
+    reason: str | None,
+    expect_gpus: int | None = None,
+    visible_devices: str | None = None,
+) -> list[Check]:
+    """`visible_devices`: CUDA_VISIBLE_DEVICES, which NVML ignores but torchrun's processes obey."""
     if facts is None:
         return [
             Check(
@@ -78,19 +84,23 @@ def gpu_checks(facts: gpuinfo.GpuFacts | None, reason: str | None, expect_gpus: 
     names = sorted({g.name for g in gpus})
     checks = [Check("gpu.visible", OK, f"{len(gpus)} GPU(s) via {facts.source}")]
     wanted = expect_gpus or REFERENCE_GPUS_PER_NODE
-    if len(gpus) != wanted:
+    usable = len(gpus)
+    if visible_devices is not None:
+        usable = min(usable, len([d for d in visible_devices.split(",") if d.strip()]))
+    if usable != wanted:
         status = FAIL if expect_gpus else WARN
         needs = "the plan needs" if expect_gpus else "the reference has"
+        limited = f" (CUDA_VISIBLE_DEVICES={visible_devices})" if usable != len(gpus) else ""
         checks.append(
             Check(
                 "gpu.count",
                 status,
-                f"{len(gpus)} GPU(s) visible, {needs} {wanted} per node",
+                f"{usable} GPU(s) usable{limited}, {needs} {wanted} per node",
                 "check CUDA_VISIBLE_DEVICES and the container's --gpus / the job's GPU request",
             )
         )
     else:
-        checks.append(Check("gpu.count", OK, f"{len(gpus)} per node"))
+        checks.append(Check("gpu.count", OK, f"{usable} per node"))
     if all(REFERENCE_GPU in name for name in names):
         checks.append(Check("gpu.model", OK, ", ".join(names)))
     else:
@@ -463,7 +473,11 @@ def run_checks(*, gpu: bool = True, pins_only: bool = False, expect_gpus: int | 
         return pin_checks()
     groups: list[Callable[[], list[Check]]] = []
     if gpu:
-        groups.append(lambda: gpu_checks(*gpuinfo.gpu_facts(), expect_gpus=expect_gpus))
+        groups.append(
+            lambda: gpu_checks(
+                *gpuinfo.gpu_facts(), expect_gpus=expect_gpus, visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES")
+            )
+        )
         groups.append(lambda: rdma_checks(*gpuinfo.rdma_ports()))
     groups += [
         lambda: [memlock_check(), shm_check(), nccl_check()],
