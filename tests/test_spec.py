@@ -89,6 +89,7 @@ INVALID_SPECS = [
         (("configs", 1), {"id": "vanilla-bf16-again", "tp_type": "vanilla", "quantization": "bf16", "steps": 10}),
         "two configs for one table cell (vanilla bf16)",
     ),
+    ("heading batch vs flags", (("heading", "local_batch_size"), 16), "heading.local_batch_size is 16 but"),
     ("negative published tps", (("configs", 0, "published_tps"), -1), "configs.0.published_tps"),
 ]
 

@@ -144,6 +144,12 @@ class MatrixSpec(_Strict):
             raise ValueError(f"common_flags set {TP_DEGREE_FLAG}={tp} but topology.tp is {self.topology.tp}")
         if flag_value(args, STEPS_FLAG) is not None:
             raise ValueError(f"common_flags must not set {STEPS_FLAG}: steps are per config")
+        batch = flag_value(args, "--training.local-batch-size") or flag_value(args, "--training.local_batch_size")
+        if batch is not None and batch != str(self.heading.local_batch_size):
+            raise ValueError(
+                f"heading.local_batch_size is {self.heading.local_batch_size} but common_flags run {batch}: "
+                "the report heading must say what ran"
+            )
         return self
 
 
