@@ -473,3 +473,14 @@ def test_malformed_run_json_is_one_error_line(tmp_path, content, where):
     assert result.exit_code == 1
     assert result.output.startswith(f"Error: {run_dir / 'run.json'}: {where}")
     assert result.output.count("\n") == 1
+
+
+@pytest.mark.parametrize(("watts", "differs"), [(500.0, False), (499.0, False), (504.5, False), (700.0, True)])
+def test_power_limit_compared_with_the_reference_within_doctors_tolerance(tmp_path, watts, differs):
+    run_dir = tmp_path / "run"
+    write_matrix(run_dir, "8b")
+    gpus = [{"index": i, "name": "NVIDIA H100 80GB HBM3", "power_limit_w": watts} for i in range(8)]
+    (run_dir / "run.json").write_text(json.dumps({"environment": {"gpu": {"gpus": gpus}}}))
+    (model,) = collect(run_dir)["models"]
+    (power,) = [row for row in model["environment"] if row["item"] == "Power limit (W)"]
+    assert power["differs"] is differs

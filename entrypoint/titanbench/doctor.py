@@ -16,13 +16,13 @@ from pathlib import Path
 from titanbench import assets, envinfo, gpuinfo
 from titanbench.errors import TitanbenchError
 from titanbench.pins import pins
+from titanbench.spec import POWER_TOLERANCE_W
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
 # The reference: Grand Teton hosts with 8 x H100 capped at 500 W (reference-facts.md).
 REFERENCE_GPU = "H100"
 REFERENCE_GPUS_PER_NODE = 8
 REFERENCE_POWER_LIMIT_W = 500.0
-POWER_TOLERANCE_W = 5.0
 MIN_COMPUTE_CAPABILITY = (9, 0)
 # Symmetric memory (async TP) needs driver >= 535.
 MIN_DRIVER_MAJOR = 535

@@ -21,7 +21,7 @@ from titanbench import logparse, results, stats
 from titanbench.atomic import write_bytes, write_json, write_text
 from titanbench.errors import TitanbenchError
 from titanbench.pins import stack_pins
-from titanbench.spec import QUANTIZATIONS, MatrixSpec, resolve_models
+from titanbench.spec import POWER_TOLERANCE_W, QUANTIZATIONS, MatrixSpec, resolve_models
 
 RESULTS_JSON = "results.json"
 RESULTS_MD = "RESULTS.md"
@@ -304,7 +304,9 @@ def _environment_rows(
             "item": "Power limit (W)",
             "measured": ", ".join(f"{p:g}" for p in powers) or None,
             "published": published_power,
-            "differs": None if not powers or published_power is None else any(p != published_power for p in powers),
+            "differs": None
+            if not powers or published_power is None
+            else any(abs(p - published_power) > POWER_TOLERANCE_W for p in powers),
         },
         {
             "item": "Intra-node",

@@ -20,6 +20,9 @@ STEPS_FLAG = "--training.steps"
 FLOAT8_FLAG = "--model.converters=float8"
 ROWWISE_FLAG = "--float8.recipe_name=rowwise"
 
+# A GPU power limit this close to a spec's `hardware.power_limit_w` counts as the same (doctor, report).
+POWER_TOLERANCE_W = 5.0
+
 TpType = Literal["vanilla", "async"]
 Quantization = Literal["bf16", "float8_tensorwise", "float8_rowwise"]
 QUANTIZATIONS: tuple[Quantization, ...] = ("bf16", "float8_tensorwise", "float8_rowwise")
