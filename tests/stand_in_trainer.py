@@ -8,12 +8,14 @@ rank, in the exact upstream format, at step 1 and every 10 steps. It misbehaves 
     STAND_IN_CRASH   exit 3 after step 5
     STAND_IN_HANG    stop printing (and stay alive) after step 1
     STAND_IN_NAN     log a NaN loss
+    STAND_IN_IGNORE_SIGTERM   ignore SIGTERM (a worker slow to stop: only SIGKILL ends it)
 
 STAND_IN_STEP_SECONDS (default 0.05) is the sleep per step.
 """
 
 import math
 import os
+import signal
 import sys
 import time
 from datetime import datetime
@@ -46,6 +48,8 @@ def main(argv: list[str]) -> int:
     steps = int(_flag(argv, "--training.steps", "20"))
     config = Path(_flag(argv, "--job.dump_folder", "outputs")).parent.name
     step_seconds = float(os.environ.get("STAND_IN_STEP_SECONDS", "0.05"))
+    if _told("STAND_IN_IGNORE_SIGTERM", config):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _log(f"Starting job: stand-in trainer for {config}")
     _log(f"Inductor cache: {os.environ.get('TORCHINDUCTOR_CACHE_DIR')}")
 

@@ -130,12 +130,19 @@ def test_driver_signal_is_forwarded_and_the_config_marked_interrupted(tmp_path):
             time.sleep(0.05)
         stop.signal = signal.SIGINT
 
+    seen: list[tuple[int, bool]] = []
+
+    def on_stop(signum: int) -> None:
+        # Called before the signal reaches the child: the config can be marked interrupted first.
+        seen.append((signum, "child got" in log.read_text()))
+
     threading.Thread(target=interrupt_when_ready, daemon=True).start()
-    outcome, text, _ = run(code, tmp_path, Limits(grace_period=10), stop=stop)
+    outcome, text, _ = run(code, tmp_path, Limits(grace_period=10), stop=stop, on_stop=on_stop)
     assert outcome.status == "interrupted"
     assert "SIGINT" in outcome.reason
     assert "child got SIGINT" in text
     assert outcome.returncode == 143
+    assert seen == [(signal.SIGINT, False)]
 
 
 def test_grace_period_ends_in_sigkill_for_the_whole_tree_even_in_other_sessions(tmp_path):

@@ -18,10 +18,11 @@ import pytest
 from click.testing import CliRunner
 
 from titanbench.cli import main
+from titanbench.coordinate import Coordinator
 from titanbench.launch import Outcome
 from titanbench.pins import pins
 from titanbench.plan import ConfigPlan
-from titanbench.runner import archive_log, classify
+from titanbench.runner import archive_log, classify, previous_attempts
 
 TESTS = Path(__file__).resolve().parent
 SPEC = TESTS / "data" / "specs" / "stand_in.yaml"
@@ -45,12 +46,16 @@ def driver_env(**stand_in: str) -> dict[str, str]:
     return env
 
 
-def start(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+def start(
+    tmp_path: Path, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, output: Path | None = None
+) -> subprocess.Popen:
+    """A `titanbench run` driver; its output is read at the end, or is written to `output` as it comes."""
     argv = [sys.executable, "-c", "from titanbench.cli import main; main()", "run", "--trainer", "stand_in_trainer"]
     return subprocess.Popen(
         [*argv, "--torchtitan-dir", str(tmp_path), *args],
         env=env or driver_env(),
-        stdout=subprocess.PIPE,
+        cwd=cwd,
+        stdout=output.open("w") if output else subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
@@ -59,6 +64,14 @@ def start(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subp
 def finish(proc: subprocess.Popen) -> tuple[int, str]:
     output, _ = proc.communicate(timeout=DRIVER_TIMEOUT)
     return proc.returncode, output
+
+
+def wait_for(path: Path, text: str, proc: subprocess.Popen) -> None:
+    """Until `path` holds `text`, while `proc` runs."""
+    deadline = time.monotonic() + DRIVER_TIMEOUT
+    while text not in (path.read_text() if path.exists() else ""):
+        assert proc.poll() is None and time.monotonic() < deadline, f"{text!r} never came in {path}"
+        time.sleep(0.1)
 
 
 def one_node(tmp_path: Path, *args: str) -> list[str]:
@@ -75,24 +88,26 @@ def files_under(path: Path) -> dict[str, bytes]:
 
 
 @pytest.mark.torchrun
-def test_two_nodes_on_loopback_complete_a_matrix(tmp_path):
+def test_two_nodes_on_loopback_complete_a_matrix_and_exit_with_node_0s_verdict(tmp_path):
     master, coord = free_port(), free_port()
     common = ["--model", str(SPEC), "--nodes", "2", "--run-id", "two", "--only", "vanilla-bf16",
               "--only", "async-bf16", "--master-addr", "127.0.0.1", "--master-port", str(master),
               "--coord-port", str(coord)]  # fmt: skip
     # Separate results folders: node 1 follows node 0's decisions without ever reading its files.
     node1 = start(tmp_path, *common, "--node-rank", "1", "--results", str(tmp_path / "node1"))
-    node0 = start(tmp_path, *common, "--node-rank", "0", "--results", str(tmp_path / "node0"))
+    # Only node 0's log shows a NaN loss: node 1's own runs end well, but the verdict is node 0's.
+    node0 = start(tmp_path, *common, "--node-rank", "0", "--results", str(tmp_path / "node0"),
+                  env=driver_env(STAND_IN_NAN="async-bf16"))  # fmt: skip
     (code0, out0), (code1, out1) = finish(node0), finish(node1)
-    assert code0 == 0, out0
-    assert code1 == 0, out1
+    assert code0 == 1, out0
+    assert code1 == 1 and "node 0 says done: matrix finished (exit status 1)" in out1, out1
     assert "node 0 of 2, node 0 at 127.0.0.1" in out0
     assert "node 1 of 2" in out1
 
     run_dir = tmp_path / "node0" / "two"
     for config in ("vanilla-bf16", "async-bf16"):
         entry = result(run_dir, config)
-        assert entry["status"] == "ok"
+        assert entry["status"] == ("ok" if config == "vanilla-bf16" else "invalid")
         assert entry["nodes"] == {"0": "ok", "1": "ok"}
         assert entry["last_step"] == 20
         log = (run_dir / "stand_in" / config / "train.log").read_text()
@@ -124,27 +139,37 @@ def test_two_nodes_on_loopback_complete_a_matrix(tmp_path):
 @pytest.mark.torchrun
 def test_sigterm_marks_the_running_config_interrupted_and_resume_finishes_it(tmp_path):
     run_dir = tmp_path / "results" / "r"
-    second_log = run_dir / "stand_in" / "async-bf16" / "train.log"
-    args = one_node(tmp_path, "--run-id", "r", "--only", "vanilla-bf16", "--only", "async-bf16", "--grace-period", "20")
-    proc = start(tmp_path, *args, env=driver_env(STAND_IN_HANG="async-bf16"))
-    deadline = time.monotonic() + DRIVER_TIMEOUT
-    while "step:  1" not in (second_log.read_text() if second_log.exists() else ""):
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0]
-        time.sleep(0.1)
+    second = run_dir / "stand_in" / "async-bf16"
+    # Relative paths, from tmp_path: run.json records them resolved, so a resume works from anywhere.
+    args = ["--model", str(SPEC), "--nodes", "1", "--tp", "1", "--results", "results", "--torchtitan-dir", ".",
+            "--master-port", str(free_port()), "--run-id", "r", "--only", "vanilla-bf16", "--only", "async-bf16",
+            "--grace-period", "5"]  # fmt: skip
+    # The hung worker also ignores SIGTERM: torchrun takes the whole grace period to stop.
+    env = driver_env(STAND_IN_HANG="async-bf16", STAND_IN_IGNORE_SIGTERM="async-bf16")
+    proc = start(tmp_path, *args, env=env, cwd=tmp_path)
+    wait_for(second / "train.log", "step:  1", proc)
     proc.send_signal(signal.SIGTERM)
+    # Written at once, not after the grace period: a scheduler's SIGKILL may come first.
+    wait_for(second / "result.json", '"interrupted"', proc)
+    assert proc.poll() is None, "written while torchrun is still stopping"
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "interrupted"
+    assert result(run_dir, "async-bf16")["reason"] == f"signal {signal.SIGTERM.value}, stopping"
     code, output = finish(proc)
     assert code == 128 + signal.SIGTERM, output
     assert result(run_dir, "vanilla-bf16")["status"] == "ok"
     interrupted = result(run_dir, "async-bf16")
     assert interrupted["status"] == "interrupted"
     assert "SIGTERM" in interrupted["reason"]
-    assert json.loads((run_dir / "run.json").read_text())["status"] == "interrupted"
+    run = json.loads((run_dir / "run.json").read_text())
+    assert run["status"] == "interrupted"
+    assert (run["request"]["results"], run["request"]["torchtitan_dir"]) == (str(tmp_path / "results"), str(tmp_path))
     first_config = files_under(run_dir / "stand_in" / "vanilla-bf16")
-    hung_log = second_log.read_text()
+    hung_log = (second / "train.log").read_text()
 
-    # Resume from run.json alone (no matrix options given again): only the interrupted config runs.
-    proc = start(tmp_path, "--resume", str(run_dir), "--master-port", str(free_port()))
-    code, output = finish(proc)
+    # Resume from run.json (the paths given again, absolute, from another directory): only the interrupted
+    # config runs.
+    resume = ["--resume", str(run_dir), "--results", str(tmp_path / "results"), "--master-port", str(free_port())]
+    code, output = finish(start(tmp_path, *resume, cwd=TESTS))
     assert code == 0, output
     assert "stand_in/vanilla-bf16: ok in an earlier attempt, kept" in output
     assert files_under(run_dir / "stand_in" / "vanilla-bf16") == first_config
@@ -152,8 +177,8 @@ def test_sigterm_marks_the_running_config_interrupted_and_resume_finishes_it(tmp
     assert resumed["status"] == "ok"
     assert resumed["attempt"] == 2
     assert resumed["previous_logs"] == ["train.log.attempt1"]
-    assert (second_log.parent / "train.log.attempt1").read_text() == hung_log
-    assert "step: 20" in second_log.read_text()
+    assert (second / "train.log.attempt1").read_text() == hung_log
+    assert "step: 20" in (second / "train.log").read_text()
     run = json.loads((run_dir / "run.json").read_text())
     assert run["status"] == "finished" and len(run["sessions"]) == 2
 
@@ -161,6 +186,77 @@ def test_sigterm_marks_the_running_config_interrupted_and_resume_finishes_it(tmp
     refused = CliRunner().invoke(main, ["run", "--resume", str(run_dir), "--steps", "30"])
     assert refused.exit_code == 1
     assert "options disagree with the recorded run: --steps 30 (the run has none)" in refused.output
+
+
+@pytest.mark.torchrun
+def test_a_node_stopped_mid_config_stops_the_matrix_on_node_0(tmp_path):
+    master, coord = free_port(), free_port()
+    common = ["--model", str(SPEC), "--nodes", "2", "--run-id", "lost", "--only", "vanilla-bf16",
+              "--only", "async-bf16", "--master-addr", "127.0.0.1", "--master-port", str(master),
+              "--coord-port", str(coord), "--grace-period", "10"]  # fmt: skip
+    node1_log = tmp_path / "node1" / "lost" / "stand_in" / "vanilla-bf16" / "node1.log"
+    node1 = start(tmp_path, *common, "--node-rank", "1", "--results", str(tmp_path / "node1"),
+                  env=driver_env(STAND_IN_HANG="vanilla-bf16"))  # fmt: skip
+    node0 = start(tmp_path, *common, "--node-rank", "0", "--results", str(tmp_path / "node0"))
+    wait_for(node1_log, "step:  1", node1)
+    node1.send_signal(signal.SIGTERM)  # only node 1 is preempted
+    (code0, out0), (code1, out1) = finish(node0), finish(node1)
+    assert code1 == 128 + signal.SIGTERM, out1
+    # Node 0 does not start the next config (its torchrun would wait for node 1 until the rendezvous timeout).
+    assert code0 == 1, out0
+    assert "the matrix stopped: node 1 interrupted" in out0
+    run_dir = tmp_path / "node0" / "lost"
+    stopped = result(run_dir, "vanilla-bf16")
+    assert stopped["status"] in ("failed", "interrupted") and "node 1 interrupted" in stopped["reason"]
+    assert stopped["nodes"]["1"] == "interrupted"
+    assert not (run_dir / "stand_in" / "async-bf16").exists()
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "interrupted"
+
+
+@pytest.mark.torchrun
+def test_a_signal_while_the_nodes_meet_exits_128_plus_the_signal_and_node_0_learns_of_it(tmp_path):
+    master, coord = free_port(), free_port()
+    common = ["--model", str(SPEC), "--nodes", "3", "--master-addr", "127.0.0.1", "--master-port", str(master),
+              "--coord-port", str(coord), "--results", str(tmp_path / "results"), "--join-timeout", "120"]  # fmt: skip
+    out0, out1 = tmp_path / "node0.out", tmp_path / "node1.out"
+    node0 = start(tmp_path, *common, "--node-rank", "0", output=out0)
+    node1 = start(tmp_path, *common, "--node-rank", "1", output=out1)
+    # Node 2 never comes: node 1 waits for the verdict, node 0 for node 2.
+    wait_for(out1, "waiting for its verdict", node1)
+    node1.send_signal(signal.SIGTERM)
+    assert node1.wait(DRIVER_TIMEOUT) == 128 + signal.SIGTERM, out1.read_text()
+    # Node 2, late, hears why the run stopped: node 0 stays until it has.
+    code2, out2 = finish(start(tmp_path, *common, "--node-rank", "2"))
+    assert code2 == 1 and "Error: node 0 stopped: node 1 stopped: stopped by a signal" in out2, out2
+    assert node0.wait(DRIVER_TIMEOUT) == 1, out0.read_text()
+    assert "Error: node 1 stopped: stopped by a signal while waiting for node 0's verdict" in out0.read_text()
+
+    # Node 0 itself, signalled while it waits for the others to join.
+    node0 = start(tmp_path, *common, "--node-rank", "0", "--coord-port", str(free_port()), output=out0)
+    wait_for(out0, "waiting for the other 2 node(s) to join", node0)
+    node0.send_signal(signal.SIGINT)
+    assert node0.wait(DRIVER_TIMEOUT) == 128 + signal.SIGINT, out0.read_text()
+    assert "Traceback" not in out0.read_text() + out1.read_text()
+
+
+def test_a_follower_never_starts_a_config_node_0_has_left():
+    port = free_port()
+    leader = Coordinator("127.0.0.1", port, 2, 0, join_timeout=30, stop=lambda: False)
+    follower = Coordinator("127.0.0.1", port, 2, 1, join_timeout=30, stop=lambda: False)
+    leader.announce({"config": "m/a", "index": 1, "total": 2})
+    assert follower.next(lambda: False)["config"] == "m/a"
+    assert follower.is_current()
+    follower.finished("ok")
+    assert leader.collect(lambda: False) == {1: "ok"}
+    leader.announce({"config": "m/b", "index": 2, "total": 2})
+    # Node 0 gives up on m/b (this node was too slow) and moves on before the follower reads it.
+    assert leader.collect(lambda: True) == {1: "no report: stopped by a signal while waiting for node 1 to finish "
+                                                "(for 120 s)"}  # fmt: skip
+    leader.announce({"done": "stopped", "exit": 1})
+    assert follower.next(lambda: False)["config"] == "m/b"
+    assert not follower.is_current()
+    follower.leave("gone")
+    assert leader.collect(lambda: True) == {1: "left: gone"}
 
 
 @pytest.mark.torchrun
@@ -215,7 +311,7 @@ def test_a_node_that_cannot_build_the_plan_stops_node_0_at_once(tmp_path):
     node1 = start(tmp_path, *common, "--node-rank", "1", "--torchtitan-dir", str(tmp_path / "absent"))
     (code0, out0), (code1, out1) = finish(node0), finish(node1)
     assert code1 == 1 and "absent: no such directory" in out1, out1
-    assert code0 == 1 and "node 1 failed: --torchtitan-dir" in out0, out0
+    assert code0 == 1 and "Error: node 1 stopped: --torchtitan-dir" in out0, out0
 
 
 @pytest.mark.torchrun
@@ -250,6 +346,21 @@ def test_resume_without_run_json_is_an_error(tmp_path):
     outcome = invoke("--resume", str(tmp_path), "--model", str(SPEC), "--nodes", "1", "--tp", "1")
     assert outcome.exit_code == 1
     assert "no run.json there: nothing to resume" in outcome.output
+    # With no --model either (a node with node-local results has no run.json, or no folder at all).
+    outcome = invoke("--resume", str(tmp_path / "absent"), "--node-rank", "1", "--master-addr", "127.0.0.1")
+    assert outcome.exit_code == 1
+    assert "nothing to resume (on a node other than node 0, with node-local results, give the same --model" in (
+        outcome.output
+    )
+
+
+def test_resume_of_a_run_json_without_its_request_is_an_error(tmp_path):
+    (tmp_path / "run.json").write_text("{}")
+    outcome = invoke("--resume", str(tmp_path))
+    assert outcome.exit_code == 1
+    assert (
+        outcome.output.strip() == f"Error: --resume {tmp_path}: its run.json records no request: it cannot be resumed"
+    )
 
 
 def test_many_nodes_without_a_scheduler_or_node_flags_is_an_error(tmp_path, monkeypatch):
@@ -345,6 +456,15 @@ def test_earlier_logs_are_kept_as_numbered_attempts(tmp_path):
     assert not log.exists()
     assert (tmp_path / "train.log.attempt1").read_text() == "first"
     assert (tmp_path / "train.log.attempt2").read_text() == "second"
+
+
+def test_previous_attempts_are_listed_in_attempt_order(tmp_path):
+    log = tmp_path / "train.log"
+    for _ in range(11):
+        log.write_text("attempt")
+        archive_log(log)
+    (tmp_path / "train.log.attempt-notes").write_text("not an attempt")
+    assert previous_attempts(log) == [f"train.log.attempt{n}" for n in range(1, 12)]
 
 
 @pytest.mark.torchtitan

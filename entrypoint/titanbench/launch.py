@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -229,8 +229,13 @@ def launch(
     *,
     secrets: list[str],
     environ: dict[str, str] | None = None,
+    on_stop: Callable[[int], None] | None = None,
 ) -> Outcome:
-    """Run one config's torchrun to the end (or until a limit or a signal stops it)."""
+    """Run one config's torchrun to the end (or until a limit or a signal stops it).
+
+    `on_stop(signal)` runs once when a signal is first seen, before torchrun's grace period: a
+    scheduler's SIGKILL (Slurm's KillWait, Kubernetes' terminationGracePeriodSeconds) may come first.
+    """
     log_file.parent.mkdir(parents=True, exist_ok=True)
     env = _child_environment(os.environ if environ is None else environ, plan.env)
     started_at, started = utc_now(), time.monotonic()
@@ -248,7 +253,7 @@ def launch(
         reader = _Reader(proc.stdout, log, secrets, progress.update)
         reader.start()
         progress.update(None, None)
-        status, reason = _supervise(proc, reader, limits, stop, started)
+        status, reason = _supervise(proc, reader, limits, stop, started, on_stop)
         reader.join(timeout=5)
     if plan.rank_log_dir:
         scrub_tree(Path(plan.rank_log_dir), secrets)
@@ -276,11 +281,20 @@ def _exit_reason(returncode: int) -> str:
     return f"torchrun exited with status {returncode}"
 
 
-def _supervise(proc: subprocess.Popen, reader: _Reader, limits: Limits, stop: Stop, started: float) -> tuple[str, str]:
+def _supervise(
+    proc: subprocess.Popen,
+    reader: _Reader,
+    limits: Limits,
+    stop: Stop,
+    started: float,
+    on_stop: Callable[[int], None] | None,
+) -> tuple[str, str]:
     while proc.poll() is None:
         now = time.monotonic()
         if stop.signal:
             sig = signal.Signals(stop.signal)
+            if on_stop is not None:
+                on_stop(sig)
             _terminate(proc, sig, limits.grace_period)
             return "interrupted", f"the driver received {sig.name}; forwarded to torchrun"
         if limits.config_timeout and now - started > limits.config_timeout:

@@ -8,16 +8,18 @@ through `titanbench.coordinate` and only keep their own logs (`node<R>.log`).
 import contextlib
 import math
 import os
+import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
 import click
 
 from titanbench import __version__, results
+from titanbench.coordinate import CARRY_ON
 from titanbench.errors import TitanbenchError
 from titanbench.launch import Limits, Outcome, Progress, Stop, launch, utc_now
 from titanbench.logparse import evidence, parse_windows
@@ -38,8 +40,7 @@ from titanbench.redact import known_secrets, redact_env
 from titanbench.spec import resolve_models
 
 # Matrix options recorded in run.json that hold paths (JSON keeps them as strings).
-PATH_OPTIONS = ("torchtitan_dir", "results", "cache_dir")
-NOT_OK_FOLLOWER = ("failed", "timeout", "stalled", "interrupted")
+PATH_OPTIONS = ("torchtitan_dir", "results", "cache_dir", "dataset_path")
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,14 @@ def _to_json(options: dict[str, Any]) -> dict[str, Any]:
     return {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v) for k, v in options.items()}
 
 
+def _absolute(options: dict[str, Any]) -> dict[str, Any]:
+    """Paths made absolute (a spec file's too), so that run.json means the same from any directory."""
+    absolute = {k: Path(v).resolve() if k in PATH_OPTIONS and v is not None else v for k, v in options.items()}
+    if Path(options["model"]).is_file():
+        absolute["model"] = str(Path(options["model"]).resolve())
+    return absolute
+
+
 def _from_json(recorded: dict[str, Any]) -> dict[str, Any]:
     options = dict(recorded)
     for key in PATH_OPTIONS:
@@ -81,16 +90,18 @@ def _shown(value: Any) -> str:
     return "none" if value is None else repr(value)
 
 
-def _resumed_options(run_dir: Path, request: Request) -> dict[str, Any] | None:
+def _resumed_options(run_dir: Path, options: dict[str, Any], given: frozenset[str]) -> dict[str, Any] | None:
     """The recorded options of the run being resumed (None: no run.json here); options given again must agree."""
     recorded_run = results.read_run(run_dir)
     if recorded_run is None:
         return None
+    if not isinstance(recorded_run.get("request"), dict):
+        raise TitanbenchError(f"--resume {run_dir}: its {results.RUN_FILE} records no request: it cannot be resumed")
     recorded = _from_json(recorded_run["request"])
-    fresh, before = _to_json(request.options), _to_json(recorded)
+    fresh, before = _to_json(options), _to_json(recorded)
     disagree = [
         f"--{name.replace('_', '-')} {_shown(fresh[name])} (the run has {_shown(before[name])})"
-        for name in sorted(request.given)
+        for name in sorted(given)
         if name in before and fresh[name] != before[name]
     ]
     if disagree:
@@ -164,8 +175,11 @@ def archive_log(path: Path) -> str | None:
     return target.name
 
 
-def _previous_attempts(path: Path) -> list[str]:
-    return sorted(p.name for p in path.parent.glob(f"{path.name}.attempt*"))
+def previous_attempts(path: Path) -> list[str]:
+    """The archived logs of `path`, oldest attempt first."""
+    numbered = re.compile(re.escape(path.name) + r"\.attempt(\d+)")
+    found = {int(m[1]): p.name for p in path.parent.glob(f"{path.name}.*") if (m := numbered.fullmatch(p.name))}
+    return [found[number] for number in sorted(found)]
 
 
 def _manifest() -> dict[str, Any]:
@@ -185,14 +199,26 @@ class Driver:
     def _stopped(self) -> bool:
         return bool(self.stop.signal)
 
+    def _signal_exit(self, message: str) -> int:
+        _say(self.out, f"stopped by signal {self.stop.signal}: {message}")
+        return 128 + self.stop.signal
+
     def run(self) -> int:
         with self.stop.installed():
             return self._run()
 
     def _run(self) -> int:
         request = self.request
-        recorded = _resumed_options(request.resume.resolve(), request) if request.resume else None
-        options = recorded or request.options
+        options = _absolute(request.options)
+        recorded = None
+        if request.resume:
+            recorded = _resumed_options(request.resume.resolve(), options, request.given)
+            if recorded is None and "model" not in request.given:
+                raise TitanbenchError(
+                    f"--resume {request.resume}: no {results.RUN_FILE} there: nothing to resume (on a node other "
+                    "than node 0, with node-local results, give the same --model and topology options as node 0)"
+                )
+        options = recorded or options
         topology = discover(self.env, request.explicit, _plan_nodes(options))
         _say(self.out, f"titanbench run: {topology.describe()}")
         coordinator = None
@@ -200,9 +226,14 @@ class Driver:
             from titanbench.coordinate import Coordinator
 
             port = request.coord_port or topology.master_port + 1
-            coordinator = Coordinator(
-                topology.master_addr, port, topology.nnodes, topology.node_rank, request.join_timeout
-            )
+            try:
+                coordinator = Coordinator(
+                    topology.master_addr, port, topology.nnodes, topology.node_rank, request.join_timeout, self._stopped
+                )
+            except TitanbenchError as error:
+                if not self.stop.signal:
+                    raise
+                return self._signal_exit(error.message)
         if topology.node_rank:
             return self._follow(options, topology, coordinator)
         try:
@@ -213,12 +244,14 @@ class Driver:
         except TitanbenchError as error:
             if coordinator is not None:
                 coordinator.abort(error.message, self._stopped)
-            raise
+            if not self.stop.signal:
+                raise
+            return self._signal_exit(error.message)
 
     def _run_dir(self, options: dict[str, Any], run_id: str | None) -> Path:
         if self.request.resume:
             return self.request.resume.resolve()
-        run_id = run_id or datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        run_id = run_id or datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         return Path(options["results"]).resolve() / run_id
 
     def _prepare(self, options: dict[str, Any], topology: Topology, run_dir: Path):
@@ -237,19 +270,32 @@ class Driver:
         plans, fingerprint, notes = self._prepare(options, topology, run_dir)
         leader = Leader(self, coordinator, topology, run_dir, plans, options, fingerprint, notes)
         if coordinator is not None:
+            _say(self.out, f"run {run_dir.name}: waiting for the other {topology.nnodes - 1} node(s) to join")
             coordinator.publish_run(run_dir.name, fingerprint, self._stopped)
         return leader.loop()
 
     def _follow(self, options: dict[str, Any], topology: Topology, coordinator) -> int:
+        """Follow node 0 to the end; whatever ends this driver, node 0 is told why (so it never waits for us)."""
+        why = "its driver crashed"
+        try:
+            code = self._follow_matrix(options, topology, coordinator)
+            why = f"exit status {code}"
+            return code
+        except TitanbenchError as error:
+            why = error.message
+            if not self.stop.signal:
+                raise
+            return self._signal_exit(error.message)
+        finally:
+            coordinator.leave(why)
+
+    def _follow_matrix(self, options: dict[str, Any], topology: Topology, coordinator) -> int:
         leader_id = coordinator.run_id(self._stopped)
         if self.request.run_id and self.request.run_id != leader_id:
             raise TitanbenchError(f"--run-id {self.request.run_id} differs from node 0's run id {leader_id}")
         run_dir = self._run_dir(options, leader_id)
-        try:
-            plans, fingerprint, _ = self._prepare(options, topology, run_dir)
-        except TitanbenchError as error:
-            coordinator.fail(error.message)
-            raise
+        plans, fingerprint, _ = self._prepare(options, topology, run_dir)
+        _say(self.out, f"run {leader_id}: plan {fingerprint} sent to node 0, waiting for its verdict")
         coordinator.join(fingerprint, self._stopped)
         return Follower(self, coordinator, topology, run_dir, plans).loop()
 
@@ -263,28 +309,22 @@ class Follower:
         self.plans = {config_key(p): p for p in plans}
 
     def loop(self) -> int:
+        """Run node 0's decisions; the exit status is node 0's (which has every node's results), or 128+N."""
         driver = self.driver
-        failures = 0
         while True:
-            try:
-                decision = self.coordinator.next(driver._stopped)
-            except TitanbenchError:
-                if driver.stop.signal:
-                    return 128 + driver.stop.signal
-                raise
+            decision = self.coordinator.next(driver._stopped)
             if "error" in decision:
-                self.coordinator.leave()
                 raise TitanbenchError(decision["error"])
             if "done" in decision:
-                self.coordinator.leave()
-                _say(driver.out, f"node 0 says done: {decision['done']}")
-                return 128 + driver.stop.signal if driver.stop.signal else (1 if failures else 0)
+                _say(driver.out, f"node 0 says done: {decision['done']} (exit status {decision['exit']})")
+                return 128 + driver.stop.signal if driver.stop.signal else int(decision["exit"])
+            if not self.coordinator.is_current():
+                raise TitanbenchError(f"node 0 has moved past {decision['config']}: it stopped waiting for this node")
             plan = self.plans[decision["config"]]
             log = results.log_path(self.run_dir, plan.model, plan.config, self.topology.node_rank)
             archive_log(log)
             progress = Progress(driver.out, decision["index"], decision["total"], decision["config"], plan.steps)
             outcome = launch(plan, log, driver.request.limits, driver.stop, progress, secrets=driver.secrets)
-            failures += outcome.status != "ok"
             if driver.stop.signal:
                 # Node 0 may be going down too (preemption signals every node): report if it still listens.
                 with contextlib.suppress(TitanbenchError):
@@ -352,26 +392,33 @@ class Leader:
             if plan not in todo:
                 _say(driver.out, f"{config_key(plan)}: ok in an earlier attempt, kept")
         self._write_run()
+        stopped = ""  # why the matrix ends before its last config
         for index, plan in enumerate(todo, start=1):
             if driver.stop.signal:
                 break
-            self._run_one(plan, index, len(todo))
-        if self.coordinator is not None:
-            self.coordinator.announce({"done": "interrupted" if driver.stop.signal else "matrix finished"})
-            self.coordinator.close(driver._stopped)
-        self.run["status"] = "interrupted" if driver.stop.signal else "finished"
-        self.run["sessions"][-1]["finished_at"] = utc_now()
-        self._write_run()
-        self._report()
+            stopped = self._run_one(plan, index, len(todo))
+            if stopped:
+                break
+        if driver.stop.signal:
+            stopped = f"signal {driver.stop.signal}"
         statuses = {config_key(p): self._status(p) for p in self.plans}
         not_ok = {k: v for k, v in statuses.items() if v != "ok"}
+        code = 128 + driver.stop.signal if driver.stop.signal else 1 if not_ok else 0
+        if self.coordinator is not None:
+            self.coordinator.announce({"done": f"stopped: {stopped}" if stopped else "matrix finished", "exit": code})
+            self.coordinator.close(driver._stopped)
+        self.run["status"] = "interrupted" if stopped else "finished"
+        self.run["sessions"][-1].update({"finished_at": utc_now(), **({"stopped": stopped} if stopped else {})})
+        self._write_run()
+        self._report()
+        if stopped:
+            _say(driver.out, f"the matrix stopped: {stopped}")
         for key, status in statuses.items():
             _say(driver.out, f"  {status or 'not run':<12} {key}")
-        if driver.stop.signal:
-            return 128 + driver.stop.signal
-        return 1 if not_ok else 0
+        return code
 
-    def _run_one(self, plan: ConfigPlan, index: int, total: int) -> None:
+    def _run_one(self, plan: ConfigPlan, index: int, total: int) -> str:
+        """Run one config on every node and write its result; returns why the matrix must stop ("": go on)."""
         driver = self.driver
         key = config_key(plan)
         if self.coordinator is not None:
@@ -379,26 +426,41 @@ class Leader:
         log = results.log_path(self.run_dir, plan.model, plan.config)
         archive_log(log)
         previous = results.read_result(self.run_dir, plan.model, plan.config) or {}
-        progress = Progress(driver.out, index, total, key, plan.steps)
-        outcome = launch(plan, log, driver.request.limits, driver.stop, progress, secrets=driver.secrets)
-        status, reason = classify(outcome, log.read_text(errors="replace"), plan, self.check_evidence)
-        nodes = self.coordinator.collect(driver._stopped) if self.coordinator is not None else {}
-        failed_nodes = [f"node {rank} {s}" for rank, s in nodes.items() if s in NOT_OK_FOLLOWER]
-        if status == "ok" and failed_nodes:
-            status, reason = "failed", ", ".join(failed_nodes)
-        result = {
+        record = {
             "model": plan.model,
             "config": plan.config,
-            "status": status,
-            "reason": reason,
-            **{k: v for k, v in outcome.to_dict().items() if k not in ("status", "reason")},
             "steps": plan.steps,
             "attempt": int(previous.get("attempt", 0)) + 1,
             "log": log.name,
-            "previous_logs": _previous_attempts(log),
-            "nodes": {"0": outcome.status, **{str(rank): s for rank, s in nodes.items()}},
+            "previous_logs": previous_attempts(log),
             "evidence_checked": self.check_evidence,
             "fingerprint": plan.fingerprint,
+        }
+        progress = Progress(driver.out, index, total, key, plan.steps)
+        outcome = launch(
+            plan,
+            log,
+            driver.request.limits,
+            driver.stop,
+            progress,
+            secrets=driver.secrets,
+            on_stop=lambda signum: self._mark_interrupted(record, signum),
+        )
+        status, reason = classify(outcome, log.read_text(errors="replace"), plan, self.check_evidence)
+        nodes = self.coordinator.collect(driver._stopped) if self.coordinator is not None else {}
+        # A node that was interrupted, left or went silent cannot run the next config: the matrix stops.
+        gone = ", ".join(f"node {rank} {s}" for rank, s in nodes.items() if s not in CARRY_ON)
+        not_ok = ", ".join(f"node {rank} {s}" for rank, s in nodes.items() if s != "ok")
+        if status == "ok" and not_ok:
+            status, reason = ("interrupted" if gone else "failed"), not_ok
+        elif not_ok:
+            reason = f"{reason}; {not_ok}"
+        result = {
+            **record,
+            "status": status,
+            "reason": reason,
+            **{k: v for k, v in outcome.to_dict().items() if k not in ("status", "reason")},
+            "nodes": {"0": outcome.status, **{str(rank): s for rank, s in nodes.items()}},
         }
         results.write_result(self.run_dir, plan.model, plan.config, result)
         self.run["timings"][key] = {
@@ -407,6 +469,16 @@ class Leader:
         self._write_run()
         if status != "ok":
             _say(driver.out, f"{key}: {status}: {reason}")
+        return gone
+
+    def _mark_interrupted(self, record: dict[str, Any], signum: int) -> None:
+        """On the first sight of a signal, before torchrun's grace period: a kill may come before it ends."""
+        reason = f"signal {signum}, stopping"
+        results.write_result(
+            self.run_dir, record["model"], record["config"], {**record, "status": "interrupted", "reason": reason}
+        )
+        self.run["status"] = "interrupted"
+        self._write_run()
 
     def _report(self) -> None:
         from titanbench.report import write_all

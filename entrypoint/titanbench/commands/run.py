@@ -17,9 +17,11 @@ SECONDS = click.FloatRange(min=0, min_open=True)
 @click.option("--run-id", help="Run directory name under --results [default: UTC timestamp].")
 @click.option(
     "--resume",
-    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    type=click.Path(file_okay=False, path_type=Path),
     metavar="RUN_DIR",
-    help="Rerun the configs of RUN_DIR that are not ok, with the plan recorded in its run.json.",
+    help="Rerun the configs of RUN_DIR that are not ok, with the plan recorded in its run.json "
+    "(a node other than node 0 with node-local results needs no run.json there, but node 0's --model and "
+    "topology options).",
 )
 @click.option("--node-rank", type=click.IntRange(min=0), help="This node's rank [discovered, else 0].")
 @click.option("--master-addr", help="Node 0's address [discovered, else 127.0.0.1].")
