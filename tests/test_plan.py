@@ -15,6 +15,7 @@ from titanbench.plan import (
     matrix_fingerprint,
     state_gib_per_gpu,
     topology_for,
+    validate_with_torchtitan,
 )
 from titanbench.spec import load_spec, resolve_models
 
@@ -218,23 +219,23 @@ def test_fingerprint_is_what_is_computed_not_where_files_go(tmp_path):
 def _checkout(root: Path, tokenizer_line: str = 'tokenizer_path = "./assets/tokenizer/original/tokenizer.model"'):
     toml = root / TRAIN_CONFIG.format("llama3_8b")
     toml.parent.mkdir(parents=True, exist_ok=True)
-    toml.write_text(f'[model]\nname = "llama3"\n{tokenizer_line}\n')
+    toml.write_text(f'[model]\nname = "llama3"\nflavor = "8B"\n{tokenizer_line}\n')
     return root
 
 
 # (files present in the torchtitan dir, extra torchtitan flag, expected error or None)
 LAUNCH_FILE_CASES = [
     ("nothing", None, "no torchtitan/models/llama3/train_configs/llama3_8b.toml under"),
-    ("toml only", None, "no tokenizer at"),
+    ("toml only", None, "assets/tokenizer/original/tokenizer.model: stage it first"),
     ("toml and tokenizer", None, None),
-    ("toml only", "--model.tokenizer_path=./elsewhere/tokenizer.model", "elsewhere/tokenizer.model"),
+    ("toml and tokenizer", "--model.tokenizer_path=./elsewhere/tokenizer.model", "elsewhere/tokenizer.model"),
 ]
 
 
+@pytest.mark.torchtitan
 @pytest.mark.parametrize(("present", "flag", "error"), LAUNCH_FILE_CASES)
 def test_launch_files_are_checked_before_torchrun_starts(tmp_path, present, flag, error):
-    from titanbench.plan import check_launch_files
-
+    pytest.importorskip("torchtitan.config_manager")
     root = tmp_path / "torchtitan"
     if present != "nothing":
         _checkout(root)
@@ -242,12 +243,14 @@ def test_launch_files_are_checked_before_torchrun_starts(tmp_path, present, flag
         tokenizer = root / "assets/tokenizer/original/tokenizer.model"
         tokenizer.parent.mkdir(parents=True)
         tokenizer.write_text("IQ== 0\n")
-    plans = plans_for("8b", Locations(tmp_path / "run", tmp_path / "cache", root))
+    plans = plans_for("8b", Locations(tmp_path / "run", tmp_path / "cache", root))[:1]
     if flag:
-        for plan in plans:
-            plan.torchtitan_args.append(flag)
+        plans[0].torchtitan_args.append(flag)
     if error is None:
-        check_launch_files(plans)
+        toml = root / TRAIN_CONFIG.format("llama3_8b")
+        assert validate_with_torchtitan(plans, launching=True) == [f"llama3_8b/vanilla-bf16: parsed with {toml}"]
     else:
         with pytest.raises(TitanbenchError, match=re.escape(error)):
-            check_launch_files(plans)
+            validate_with_torchtitan(plans, launching=True)
+    # `plan` and the image's self-check parse the same flags without needing the files.
+    assert len(validate_with_torchtitan(plans)) == 1

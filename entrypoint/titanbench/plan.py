@@ -11,17 +11,11 @@ import io
 import json
 import logging
 import re
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from titanbench.errors import TitanbenchError
-from titanbench.spec import STEPS_FLAG, TP_DEGREE_FLAG, ConfigSpec, MatrixSpec, flag_value
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:
-    import tomli as tomllib
+from titanbench.spec import STEPS_FLAG, TP_DEGREE_FLAG, ConfigSpec, MatrixSpec
 
 DEFAULT_TRAINER = "torchtitan.train"
 DEFAULT_MASTER_PORT = 29500
@@ -307,12 +301,18 @@ def _tyro_message(output: str) -> str:
     return " ".join(meaningful[:2]) or "rejected"
 
 
-def validate_with_torchtitan(plans: list[ConfigPlan], *, torchtitan_dir: Path | None = None) -> list[str]:
+def validate_with_torchtitan(
+    plans: list[ConfigPlan], *, torchtitan_dir: Path | None = None, launching: bool = False
+) -> list[str]:
     """Parse every config's torchtitan arguments with torchtitan's own ConfigManager.
 
     The train-config toml is included when it exists under `torchtitan_dir` (or the plan's workdir);
     the PyPI wheel ships no tomls, so without a checkout the flags are checked against the
     defaults. Returns one note per plan saying which; raises on the first rejected config.
+
+    `launching` (before torchrun starts): the toml must exist and the tokenizer it names (after the
+    flags, as torchtitan resolves it) must be there, or every config of a 256-GPU job would fail
+    only after its processes started.
     """
     try:
         from torchtitan.config_manager import ConfigManager
@@ -326,6 +326,12 @@ def validate_with_torchtitan(plans: list[ConfigPlan], *, torchtitan_dir: Path | 
         if toml.is_file():
             args[1] = str(toml)
             notes.append(f"{plan.model}/{plan.config}: parsed with {toml}")
+        elif launching:
+            raise TitanbenchError(
+                f"{plan.model}/{plan.config}: no {plan.torchtitan_args[1]} under {root}: --torchtitan-dir "
+                "must be a torchtitan checkout at the pin (the image's is $TITANBENCH_TORCHTITAN_DIR; "
+                "the PyPI wheel has no train configs)"
+            )
         else:
             args = args[2:]
             notes.append(f"{plan.model}/{plan.config}: flags parsed over torchtitan's defaults (no {toml})")
@@ -333,7 +339,7 @@ def validate_with_torchtitan(plans: list[ConfigPlan], *, torchtitan_dir: Path | 
         logging.disable(logging.WARNING)
         try:
             with contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):
-                ConfigManager().parse_args(args)
+                job_config = ConfigManager().parse_args(args)
         except SystemExit:
             raise TitanbenchError(
                 f"{plan.model}/{plan.config}: torchtitan's ConfigManager rejects the flags: "
@@ -343,33 +349,10 @@ def validate_with_torchtitan(plans: list[ConfigPlan], *, torchtitan_dir: Path | 
             raise TitanbenchError(f"{plan.model}/{plan.config}: torchtitan's ConfigManager failed: {error}") from None
         finally:
             logging.disable(logging.NOTSET)
-    return notes
-
-
-TOKENIZER_FLAG = "--model.tokenizer_path"
-
-
-def check_launch_files(plans: list[ConfigPlan]) -> None:
-    """Before torchrun starts: the files torchtitan reads from its working directory are there.
-
-    Without them every config of a 256-GPU job would fail only after the processes started.
-    """
-    for plan in plans:
-        workdir = Path(plan.workdir)
-        toml = workdir / plan.torchtitan_args[1]
-        if not toml.is_file():
+        tokenizer = root / job_config.model.tokenizer_path
+        if launching and not tokenizer.is_file():
             raise TitanbenchError(
-                f"{plan.model}/{plan.config}: no {plan.torchtitan_args[1]} under {workdir}: --torchtitan-dir "
-                "must be a torchtitan checkout at the pin (the image's is $TITANBENCH_TORCHTITAN_DIR; "
-                "the PyPI wheel has no train configs)"
-            )
-        try:
-            configured = tomllib.loads(toml.read_text()).get("model", {}).get("tokenizer_path")
-        except (OSError, tomllib.TOMLDecodeError) as error:
-            raise TitanbenchError(f"{toml}: unreadable train config: {error}") from None
-        tokenizer = flag_value(plan.torchtitan_args, TOKENIZER_FLAG) or configured
-        if tokenizer and not (workdir / tokenizer).is_file():
-            raise TitanbenchError(
-                f"{plan.model}/{plan.config}: no tokenizer at {workdir / tokenizer}: stage it first "
+                f"{plan.model}/{plan.config}: no tokenizer at {tokenizer}: stage it first "
                 "(`titanbench assets tokenizer --dest DIR` writes DIR/original/tokenizer.model)"
             )
+    return notes

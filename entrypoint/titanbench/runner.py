@@ -31,7 +31,6 @@ from titanbench.plan import (
     ConfigPlan,
     Rendezvous,
     build_plan,
-    check_launch_files,
     matrix_fingerprint,
     topology_for,
     validate_with_torchtitan,
@@ -134,9 +133,7 @@ def _plans(options: dict[str, Any], topology: Topology, run_dir: Path) -> list[C
 def _validate(plans: list[ConfigPlan], options: dict[str, Any]) -> list[str]:
     if options["trainer"] != DEFAULT_TRAINER:
         return [f"trainer {options['trainer']}: torchtitan's config check and the log evidence checks are skipped"]
-    notes = validate_with_torchtitan(plans, torchtitan_dir=options["torchtitan_dir"])
-    check_launch_files(plans)
-    return notes
+    return validate_with_torchtitan(plans, torchtitan_dir=options["torchtitan_dir"], launching=True)
 
 
 def classify(outcome: Outcome, log_text: str, plan: ConfigPlan, check_evidence: bool) -> tuple[str, str]:
