@@ -46,6 +46,12 @@ def driver_env(**stand_in: str) -> dict[str, str]:
     return env
 
 
+def cluster(nodes: int, *extra: str) -> list[str]:
+    """What every node of a cluster simulated on 127.0.0.1 is given: the matrix, node 0 and two free ports."""
+    return ["--model", str(SPEC), "--nodes", str(nodes), "--master-addr", "127.0.0.1",
+            "--master-port", str(free_port()), "--coord-port", str(free_port()), *extra]  # fmt: skip
+
+
 def start(
     tmp_path: Path, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, output: Path | None = None
 ) -> subprocess.Popen:
@@ -89,10 +95,7 @@ def files_under(path: Path) -> dict[str, bytes]:
 
 @pytest.mark.torchrun
 def test_two_nodes_on_loopback_complete_a_matrix_and_exit_with_node_0s_verdict(tmp_path):
-    master, coord = free_port(), free_port()
-    common = ["--model", str(SPEC), "--nodes", "2", "--run-id", "two", "--only", "vanilla-bf16",
-              "--only", "async-bf16", "--master-addr", "127.0.0.1", "--master-port", str(master),
-              "--coord-port", str(coord)]  # fmt: skip
+    common = cluster(2, "--run-id", "two", "--only", "vanilla-bf16", "--only", "async-bf16")
     # Separate results folders: node 1 follows node 0's decisions without ever reading its files.
     node1 = start(tmp_path, *common, "--node-rank", "1", "--results", str(tmp_path / "node1"))
     # Only node 0's log shows a NaN loss: node 1's own runs end well, but the verdict is node 0's.
@@ -190,10 +193,7 @@ def test_sigterm_marks_the_running_config_interrupted_and_resume_finishes_it(tmp
 
 @pytest.mark.torchrun
 def test_a_node_stopped_mid_config_stops_the_matrix_on_node_0(tmp_path):
-    master, coord = free_port(), free_port()
-    common = ["--model", str(SPEC), "--nodes", "2", "--run-id", "lost", "--only", "vanilla-bf16",
-              "--only", "async-bf16", "--master-addr", "127.0.0.1", "--master-port", str(master),
-              "--coord-port", str(coord), "--grace-period", "10"]  # fmt: skip
+    common = cluster(2, "--run-id", "lost", "--only", "vanilla-bf16", "--only", "async-bf16", "--grace-period", "10")
     node1_log = tmp_path / "node1" / "lost" / "stand_in" / "vanilla-bf16" / "node1.log"
     node1 = start(tmp_path, *common, "--node-rank", "1", "--results", str(tmp_path / "node1"),
                   env=driver_env(STAND_IN_HANG="vanilla-bf16"))  # fmt: skip
@@ -215,9 +215,7 @@ def test_a_node_stopped_mid_config_stops_the_matrix_on_node_0(tmp_path):
 
 @pytest.mark.torchrun
 def test_a_signal_while_the_nodes_meet_exits_128_plus_the_signal_and_node_0_learns_of_it(tmp_path):
-    master, coord = free_port(), free_port()
-    common = ["--model", str(SPEC), "--nodes", "3", "--master-addr", "127.0.0.1", "--master-port", str(master),
-              "--coord-port", str(coord), "--results", str(tmp_path / "results"), "--join-timeout", "120"]  # fmt: skip
+    common = cluster(3, "--results", str(tmp_path / "results"), "--join-timeout", "120")
     out0, out1 = tmp_path / "node0.out", tmp_path / "node1.out"
     node0 = start(tmp_path, *common, "--node-rank", "0", output=out0)
     node1 = start(tmp_path, *common, "--node-rank", "1", output=out1)
@@ -290,9 +288,7 @@ def test_crash_stall_and_nan_each_get_a_status_and_the_matrix_goes_on(tmp_path):
 
 @pytest.mark.torchrun
 def test_a_node_with_a_different_plan_is_refused_on_both_sides(tmp_path):
-    master, coord = free_port(), free_port()
-    common = ["--model", str(SPEC), "--nodes", "2", "--master-addr", "127.0.0.1", "--master-port", str(master),
-              "--coord-port", str(coord), "--results", str(tmp_path / "results"), "--join-timeout", "60"]  # fmt: skip
+    common = cluster(2, "--results", str(tmp_path / "results"), "--join-timeout", "60")
     node1 = start(tmp_path, *common, "--node-rank", "1", "--steps", "30")
     node0 = start(tmp_path, *common, "--node-rank", "0")
     (code0, out0), (code1, out1) = finish(node0), finish(node1)
@@ -304,9 +300,7 @@ def test_a_node_with_a_different_plan_is_refused_on_both_sides(tmp_path):
 
 @pytest.mark.torchrun
 def test_a_node_that_cannot_build_the_plan_stops_node_0_at_once(tmp_path):
-    master, coord = free_port(), free_port()
-    common = ["--model", str(SPEC), "--nodes", "2", "--master-addr", "127.0.0.1", "--master-port", str(master),
-              "--coord-port", str(coord), "--results", str(tmp_path / "results"), "--join-timeout", "600"]  # fmt: skip
+    common = cluster(2, "--results", str(tmp_path / "results"), "--join-timeout", "600")
     node0 = start(tmp_path, *common, "--node-rank", "0")
     node1 = start(tmp_path, *common, "--node-rank", "1", "--torchtitan-dir", str(tmp_path / "absent"))
     (code0, out0), (code1, out1) = finish(node0), finish(node1)
@@ -318,9 +312,7 @@ def test_a_node_that_cannot_build_the_plan_stops_node_0_at_once(tmp_path):
 def test_when_node_0_stops_before_the_matrix_the_other_node_stops_with_its_reason(tmp_path):
     (tmp_path / "results" / "taken").mkdir(parents=True)
     (tmp_path / "results" / "taken" / "run.json").write_text("{}")
-    master, coord = free_port(), free_port()
-    common = ["--model", str(SPEC), "--nodes", "2", "--master-addr", "127.0.0.1", "--master-port", str(master),
-              "--coord-port", str(coord), "--results", str(tmp_path / "results"), "--join-timeout", "60"]  # fmt: skip
+    common = cluster(2, "--results", str(tmp_path / "results"), "--join-timeout", "60")
     # Node 0 first: it fails before node 1 has even connected, and must still tell it why.
     node0 = start(tmp_path, *common, "--node-rank", "0", "--run-id", "taken")
     node1 = start(tmp_path, *common, "--node-rank", "1")
