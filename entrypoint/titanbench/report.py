@@ -21,7 +21,7 @@ from titanbench import logparse, results, stats
 from titanbench.atomic import write_bytes, write_json, write_text
 from titanbench.errors import TitanbenchError
 from titanbench.pins import stack_pins
-from titanbench.spec import POWER_TOLERANCE_W, QUANTIZATIONS, MatrixSpec, resolve_models
+from titanbench.spec import POWER_TOLERANCE_W, QUANTIZATIONS, MatrixSpec, describe_error, resolve_models
 
 RESULTS_JSON = "results.json"
 RESULTS_MD = "RESULTS.md"
@@ -79,9 +79,7 @@ def _read_run(run_dir: Path) -> dict[str, Any]:
     try:
         return _RecordedRun.model_validate(results.read_run(run_dir) or {}).model_dump(exclude_unset=True)
     except ValidationError as error:
-        problem = error.errors()[0]
-        where = ".".join(str(part) for part in problem["loc"])
-        raise TitanbenchError(f"{run_dir / results.RUN_FILE}: {where}: {problem['msg']}") from None
+        raise TitanbenchError(f"{run_dir / results.RUN_FILE}: {describe_error(error)}") from None
 
 
 def _plans(run: dict[str, Any]) -> list[dict[str, Any]]:

@@ -156,7 +156,8 @@ class MatrixSpec(_Strict):
         return self
 
 
-def _describe(error: ValidationError) -> str:
+def describe_error(error: ValidationError) -> str:
+    """Every problem of a validation error on one line: `key.path: what is wrong; ...`."""
     problems = []
     for item in error.errors():
         where = ".".join(str(part) for part in item["loc"]) or "(top level)"
@@ -180,7 +181,7 @@ def load_spec_file(path: Path) -> MatrixSpec:
     try:
         return MatrixSpec.model_validate(data)
     except ValidationError as error:
-        raise TitanbenchError(f"{path}: invalid spec: {_describe(error)}") from None
+        raise TitanbenchError(f"{path}: invalid spec: {describe_error(error)}") from None
 
 
 def builtin_spec_files() -> list[Path]:
