@@ -6,6 +6,8 @@ such part is installed first, so a skip there means a broken setup: it fails ins
 """
 
 import os
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -19,3 +21,19 @@ def pytest_runtest_makereport(item, call):
     if REQUIRE_ALL and report.skipped and not hasattr(report, "wasxfail"):
         report.outcome = "failed"
         report.longrepr = f"skipped under TITANBENCH_REQUIRE_ALL=1 (CI must run every test): {report.longrepr}"
+
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+# torchtitan's tree at the pin, as a git bundle beside the project (see its README): test data only.
+TORCHTITAN_BUNDLE_DIR = REPO_ROOT.parent / "shared" / "torchtitan"
+
+
+@pytest.fixture(scope="session")
+def torchtitan_checkout(tmp_path_factory) -> Path:
+    """A torchtitan checkout at the pin (tomls, test tokenizer, c4_test), cloned from the shared bundle."""
+    bundles = sorted(TORCHTITAN_BUNDLE_DIR.glob("*.bundle"))
+    if not bundles:
+        pytest.skip(f"no torchtitan bundle in {TORCHTITAN_BUNDLE_DIR}: tests on torchtitan's own tree cannot run")
+    checkout = tmp_path_factory.mktemp("torchtitan") / "torchtitan"
+    subprocess.run(["git", "clone", "-q", str(bundles[0]), str(checkout)], check=True)
+    return checkout
