@@ -104,6 +104,78 @@ def test_print_image_is_derived_from_the_pins():
         assert result.output.strip() == f"titanbench:{short}-{mode}"
 
 
+class FakeImages:
+    """The SDK's `client.images`, holding only the given tags."""
+
+    def __init__(self, present: set[str]):
+        self.present = present
+        self.asked: list[str] = []
+
+    def get(self, reference: str):
+        import docker
+
+        self.asked.append(reference)
+        if reference not in self.present:
+            raise docker.errors.ImageNotFound(f"No such image: {reference}")
+        return reference
+
+
+@pytest.fixture
+def engine_with(monkeypatch):
+    """An engine seam holding only the given builds; returns the fake client and what would have run."""
+    pytest.importorskip("docker")
+
+    def holding(*modes: str):
+        client = type("FakeClient", (), {})()
+        client.images = FakeImages({launcher.image_reference(mode) for mode in modes})
+        started: list[str] = []
+        monkeypatch.setattr(launcher, "connect", lambda: client)
+        monkeypatch.setattr(launcher, "run_container", lambda _client, options: started.append(options.image) or 0)
+        return client, started
+
+    return holding
+
+
+@pytest.mark.parametrize(
+    ("present", "expected"),
+    [(("release",), "release"), (("source", "release"), "source"), (("source",), "source")],
+)
+def test_without_mode_or_image_the_build_present_here_runs_and_is_named(
+    engine_with, no_rdma, assets, present, expected
+):
+    _, started = engine_with(*present)
+    result = invoke("--model", "8b", "--assets", assets)
+    assert result.exit_code == 0, result.output
+    assert started == [launcher.image_reference(expected)]
+    assert result.stderr.strip() == (
+        f"titanbench docker: using {launcher.image_reference(expected)} (the {expected} build found here)"
+    )
+
+
+def test_without_any_build_here_says_how_to_make_one(engine_with, no_rdma, assets):
+    _, started = engine_with()
+    result = invoke("--model", "8b", "--assets", assets)
+    assert result.exit_code == 1 and not started
+    assert result.output.startswith("Error: no titanbench image on this host")
+    assert "make image-release" in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("args", [["--mode", "source"], ["--image", "my/registry:tag"]])
+def test_an_explicit_mode_or_image_is_never_second_guessed(engine_with, no_rdma, assets, args):
+    client, started = engine_with("release")
+    result = invoke("--model", "8b", "--assets", assets, *args)
+    assert result.exit_code == 0, result.output
+    assert started == [args[1] if args[0] == "--image" else launcher.image_reference("source")]
+    assert client.images.asked == [] and "using" not in result.output
+
+
+def test_print_image_without_mode_names_the_build_present_here(engine_with):
+    engine_with("release")
+    result = invoke("--print-image")
+    assert result.exit_code == 0 and result.output.strip() == launcher.image_reference("release")
+
+
 def test_image_option_and_env_override_the_default(no_rdma):
     assert "my/registry:tag" in printed("--image", "my/registry:tag")
     assert "env/image:1" in printed(env={"TITANBENCH_IMAGE": "env/image:1"})

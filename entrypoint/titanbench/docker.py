@@ -44,6 +44,24 @@ def image_reference(mode: str = "source") -> str:
     return f"{IMAGE_REPOSITORY}:{pins()['TORCHTITAN_COMMIT'][:8]}-{mode}"
 
 
+def local_image(client: DockerClient) -> tuple[str, str]:
+    """(image, mode) of the build present on this engine: the source build if there, else the release."""
+    docker = _docker_sdk()
+    for mode in BUILD_MODES:
+        reference = image_reference(mode)
+        try:
+            client.images.get(reference)
+        except docker.errors.ImageNotFound:
+            continue
+        except docker.errors.APIError as error:
+            raise TitanbenchError(f"docker could not look up {reference}: {error.explanation}") from error
+        return reference, mode
+    raise TitanbenchError(
+        f"no titanbench image on this host ({' or '.join(map(image_reference, BUILD_MODES))}): build one with "
+        "`make image-release` (minutes, approximate pins) or `make image` (exact pins, hours), or pass --image"
+    )
+
+
 def rdma_present() -> bool:
     """True when the host exposes RDMA devices (`INFINIBAND`), which the container then gets with IPC_LOCK."""
     return INFINIBAND.is_dir() and any(INFINIBAND.iterdir())

@@ -20,15 +20,14 @@ TOKEN_ENV = "HF_TOKEN"
 @click.option(
     "--mode",
     type=click.Choice(launcher.BUILD_MODES),
-    default="source",
-    show_default=True,
-    help="Which image build the default --image names.",
+    help="Which image build the default --image names [default: the one built on this host, source if "
+    "present, else release; --print: source].",
 )
 @click.option(
     "--image",
     envvar="TITANBENCH_IMAGE",
     show_envvar=True,
-    help="Image to run [default: the local tag built by `make image` for --mode].",
+    help="Image to run [default: the local tag built by `make image` or `make image-release`, see --mode].",
 )
 @click.option(
     "--results",
@@ -65,11 +64,11 @@ TOKEN_ENV = "HF_TOKEN"
 )
 @click.option("--sys-ptrace", is_flag=True, help="Add CAP_SYS_PTRACE (pidfd_getfd under default seccomp).")
 @click.option("--print", "print_only", is_flag=True, help="Print the equivalent `docker run` line only.")
-@click.option("--print-image", is_flag=True, help="Print the default image name for --mode and exit.")
+@click.option("--print-image", is_flag=True, help="Print the default image name (see --mode) and exit.")
 @click.argument("run_args", nargs=-1, type=click.UNPROCESSED)
 def docker(
     model: str | None,
-    mode: str,
+    mode: str | None,
     image: str | None,
     results: Path,
     assets: Path,
@@ -92,11 +91,12 @@ def docker(
       titanbench docker --model 70b -- --nodes 32 --node-rank 0 --master-addr node001
     """
     if print_image:
-        click.echo(launcher.image_reference(mode))
+        click.echo(launcher.image_reference(mode) if mode else launcher.local_image(launcher.connect())[0])
         return
     token_in_env = bool(os.environ.get(TOKEN_ENV)) and hf_token_file is None
     options = launcher.LaunchOptions(
-        image=image or launcher.image_reference(mode),
+        # --print needs no engine, so it names the source build unless told otherwise.
+        image=image or launcher.image_reference(mode or "source"),
         results=results,
         model=model,
         assets=assets,
@@ -116,6 +116,10 @@ def docker(
             "first, or point --assets at the directory holding it"
         )
     client = launcher.connect()
+    if image is None and mode is None:
+        found, found_mode = launcher.local_image(client)
+        click.echo(f"titanbench docker: using {found} (the {found_mode} build found here)", err=True)
+        options = dataclasses.replace(options, image=found)
     for directory in (results, cache):
         if directory is not None:
             directory.mkdir(parents=True, exist_ok=True)
