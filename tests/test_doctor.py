@@ -280,3 +280,25 @@ def test_help_has_an_example():
     result = CliRunner().invoke(main, ["doctor", "--help"])
     assert "titanbench doctor --pins --no-gpu" in result.output
     assert "TITANBENCH_EXPECT_GPUS" in result.output
+
+
+def test_a_torchtitan_commit_the_image_was_built_with_warns_and_any_other_fails(monkeypatch, tmp_path):
+    """An image built with TORCHTITAN_COMMIT overridden (CI's test bundle) records that commit: its
+    checkout passes the self-check with a WARN naming the pin; a checkout of any other commit FAILs."""
+    checkout = tmp_path / "torchtitan"
+    checkout.mkdir()
+    git = ["git", "-C", str(checkout), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "x"], check=True)
+    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    monkeypatch.setenv("TITANBENCH_TORCHTITAN_DIR", str(checkout))
+    monkeypatch.setattr(doctor, "configs_check", lambda: doctor.Check("pins.configs", OK, "stubbed"))
+
+    monkeypatch.setenv("TITANBENCH_TORCHTITAN_BUILT_COMMIT", head)
+    built = by_name(doctor.pin_checks())["pins.torchtitan"]
+    assert built.status == WARN
+    assert head in built.detail and pins()["TORCHTITAN_COMMIT"] in built.detail and built.fix
+
+    monkeypatch.setenv("TITANBENCH_TORCHTITAN_BUILT_COMMIT", "0" * 40)
+    other = by_name(doctor.pin_checks())["pins.torchtitan"]
+    assert other.status == FAIL and pins()["TORCHTITAN_COMMIT"] in other.detail

@@ -324,8 +324,20 @@ def pin_checks() -> list[Check]:
         wanted = f"version {ao['expected']}" if release else f"commit {ao['expected']}"
         checks.append(Check("pins.torchao", FAIL, f"torchao {ao['version']} ({seen}); the pin is {wanted}", USE_IMAGE))
     titan = report["torchtitan"]
+    # The commit the image was built from (its TORCHTITAN_COMMIT build arg), when it is not the pin.
+    built = os.environ.get("TITANBENCH_TORCHTITAN_BUILT_COMMIT")
     if titan["match"]:
         checks.append(Check("pins.torchtitan", OK, f"commit {titan['commit']} ({titan['source']})"))
+    elif titan["commit"] is not None and titan["commit"] == built:
+        checks.append(
+            Check(
+                "pins.torchtitan",
+                WARN,
+                f"commit {titan['commit']} ({titan['source']}) is the one this image was built with "
+                f"(TORCHTITAN_COMMIT overridden); the pin is {titan['expected_commit']}",
+                "rebuild the image without overriding TORCHTITAN_COMMIT to run the pinned torchtitan",
+            )
+        )
     else:
         seen = f"commit {titan['commit']} ({titan['source']})" if titan["commit"] else titan["source"]
         checks.append(
