@@ -11,41 +11,47 @@ PYTHON ?= python3
 HADOLINT ?= $(BIN)/hadolint
 # A CA certificate for a TLS-inspecting proxy, used by the build stages only (a BuildKit secret).
 EXTRA_CA_CERT ?=
+# Extra `docker build` options, e.g. DOCKER_BUILD_FLAGS="--network host --progress plain" where
+# dockerd runs without iptables, or "--no-cache" after changing EXTRA_CA_CERT.
+DOCKER_BUILD_FLAGS ?=
 
 PIN_KEYS := $(shell sed -n 's/^\([A-Za-z_][A-Za-z0-9_]*\)=.*/\1/p' pin/versions.env)
 PIN_BUILD_ARGS = $(foreach key,$(PIN_KEYS),--build-arg $(key)=$($(key)))
 CA_SECRET = $(if $(EXTRA_CA_CERT),--secret id=extra-ca$(,)src=$(abspath $(EXTRA_CA_CERT)))
 , := ,
-image_of = $(or $(shell $(TITANBENCH) docker --print-image --mode $(1)),$(error `$(TITANBENCH) docker --print-image` failed: pip install -e '.[host]' first))
+# The image of mode $(1); without a mode, the one built here (source if present, else release).
+image_of = $(or $(shell $(TITANBENCH) docker --print-image $(if $(1),--mode $(1))),$(error `$(TITANBENCH) docker --print-image` failed: pip install -e '.[host]' first))
 
 define docker_build
-	DOCKER_BUILDKIT=1 $(DOCKER) build $(PIN_BUILD_ARGS) --build-arg BUILD_MODE=$(1) $(CA_SECRET) \
-		--tag $(call image_of,$(1)) .
+	@bash mk/check-buildkit.sh $(DOCKER)
+	DOCKER_BUILDKIT=1 $(DOCKER) build $(DOCKER_BUILD_FLAGS) $(PIN_BUILD_ARGS) --build-arg BUILD_MODE=$(1) \
+		$(CA_SECRET) --tag $(call image_of,$(1)) .
 endef
 
 .PHONY: image image-release run push enroot lint-docker lock
 
-image:  ## Build the exact pins from source (hours; see docs/image.md)
+image:  ## Build the exact pins from source (hours; see README, "The image") [DOCKER_BUILD_FLAGS= EXTRA_CA_CERT=]
 	$(call docker_build,source)
 
-image-release:  ## Build from the nearest public releases (minutes; approximate pins)
+image-release:  ## Build from the nearest public releases (minutes; approximate pins) [DOCKER_BUILD_FLAGS= EXTRA_CA_CERT=]
 	$(call docker_build,release)
 
-MODE ?= source
+# Which build `run`, `push` and `enroot` use; empty: the one built here (source if present, else release).
+MODE ?=
 MODEL ?=
 NNODES ?=
 NODE_RANK ?=
 MASTER_ADDR ?=
 # Any other `titanbench run` options, e.g. ARGS="--nodes 1 --tp 4" on a single node.
 ARGS ?=
-RUN_FLAGS = $(if $(MODEL),--model $(MODEL)) --mode $(MODE)
+RUN_FLAGS = $(if $(MODEL),--model $(MODEL)) $(if $(MODE),--mode $(MODE))
 RUN_ARGS = $(if $(NNODES),--nodes $(NNODES)) $(if $(NODE_RANK),--node-rank $(NODE_RANK)) \
 	$(if $(MASTER_ADDR),--master-addr $(MASTER_ADDR)) $(ARGS)
 
 run:  ## Run the benchmark in the image on this host: make run MODEL=70b [NNODES= NODE_RANK= MASTER_ADDR= ARGS=]
 	$(TITANBENCH) docker $(RUN_FLAGS) -- $(RUN_ARGS)
 
-push:  ## Tag and push the image: make push REGISTRY=registry.example.com/team [MODE=release]
+push:  ## Tag and push the image: make push REGISTRY=registry.example.com/team [MODE=source|release]
 	@test -n "$(REGISTRY)" || { echo "usage: make push REGISTRY=<registry/namespace>" >&2; exit 2; }
 	$(DOCKER) tag $(call image_of,$(MODE)) $(REGISTRY)/$(call image_of,$(MODE))
 	$(DOCKER) push $(REGISTRY)/$(call image_of,$(MODE))
