@@ -6,6 +6,8 @@ rank, in the exact upstream format, at step 1 and every 10 steps. It misbehaves 
 (the config id is the parent folder of `--job.dump_folder`), through comma-separated config ids in:
 
     STAND_IN_CRASH   exit 3 after step 5
+    STAND_IN_RAISE   raise a RuntimeError after step 5, inside torchelastic's `@record` as torchtitan's
+                     trainer does (torchrun then writes the worker's error.json)
     STAND_IN_HANG    stop printing (and stay alive) after step 1
     STAND_IN_NAN     log a NaN loss
     STAND_IN_IGNORE_SIGTERM   ignore SIGTERM (a worker slow to stop: only SIGKILL ends it)
@@ -67,6 +69,8 @@ def main(argv: list[str]) -> int:
         if _told("STAND_IN_CRASH", config) and step == CRASH_AFTER_STEP:
             _log("stand-in trainer: crashing as told (STAND_IN_CRASH)")
             return 3
+        if _told("STAND_IN_RAISE", config) and step == CRASH_AFTER_STEP:
+            raise RuntimeError("stand-in trainer: Found no NVIDIA driver on your system (STAND_IN_RAISE)")
         if step == 1 or step % LOG_FREQ == 0:
             elapsed = time.monotonic() - started
             loss = math.nan if _told("STAND_IN_NAN", config) else 10.0 / step
@@ -83,4 +87,6 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    from torch.distributed.elastic.multiprocessing.errors import record
+
+    sys.exit(record(main)(sys.argv[1:]))

@@ -46,6 +46,9 @@ def test_text_shows_deviations_and_the_command():
         (["--model", "8b", "--nodes", "1"], "Error: llama3_8b: FSDP degree 1"),
         (["--model", "70b", "--nodes", "1", "--tp", "4"], "Error: llama3_70b: weights, gradients and AdamW state"),
         (["--model", "8b", "--dataset", "c4_test", "--dataset-path", "/data/c4"], "Error: --dataset-path is a copy"),
+        (["--model", "8b", "--device", "cpu"], "Error: llama3_8b runs on CUDA GPUs only"),
+        # Asked to validate, it must not exit 0 having skipped the validation.
+        (["--model", "8b", "--trainer", "my_fork.train", "--validate"], "Error: --validate: trainer my_fork.train"),
     ],
 )
 def test_bad_input_is_one_line_and_nonzero(args, message):

@@ -1,6 +1,7 @@
 """Supervising one launch: real child processes stand in for torchrun (fast, no torch)."""
 
 import io
+import json
 import os
 import re
 import signal
@@ -12,7 +13,7 @@ import time
 from pathlib import Path
 
 from logfactory import Metrics, metrics_message, titan_line
-from titanbench.launch import Limits, Progress, Stop, launch, launcher_command
+from titanbench.launch import Limits, Progress, Stop, launch, launcher_command, root_cause
 from titanbench.plan import ConfigPlan
 
 METRICS = titan_line(metrics_message(Metrics(step=10, tps=6567)))
@@ -77,7 +78,8 @@ def test_ok_run_keeps_its_output_and_the_last_metrics(tmp_path):
     assert f"workdir {tmp_path} from-plan" in log
     assert METRICS in log
     assert "[1/1] m/c  step 10/20  tps 6,567" in progress
-    assert progress.rstrip().endswith("[1/1] m/c: ok")
+    # The verdict is the runner's, printed once after the log is classified.
+    assert ": ok" not in progress
 
 
 def test_nonzero_exit_is_failed_with_exit_code_and_log_tail(tmp_path):
@@ -245,3 +247,26 @@ def test_torchrun_dies_with_a_driver_killed_by_sigkill(tmp_path):
     while alive(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not alive(pid), "torchrun outlived its SIGKILLed driver"
+
+
+def test_a_failure_without_an_error_file_names_the_last_exception_in_the_log(tmp_path):
+    code = """
+        import sys
+        print("[rank0]:Traceback (most recent call last):")
+        print("[rank0]:torch._dynamo.exc.BackendCompilerFailed: backend='inductor' raised: TypeError: bad", flush=True)
+        print("[rank0]:[titan] cleanup done")
+        sys.exit(1)
+    """
+    outcome, _, _ = run(code, tmp_path)
+    assert outcome.reason == (
+        "torchrun exited with status 1: "
+        "torch._dynamo.exc.BackendCompilerFailed: backend='inductor' raised: TypeError: bad"
+    )
+
+
+def test_the_earliest_recorded_worker_error_is_the_root_cause(tmp_path):
+    for rank, (stamp, message) in enumerate([("200", "RuntimeError: a peer went away"), ("100", "ValueError: first")]):
+        error = tmp_path / "attempt_0" / str(rank) / "error.json"
+        error.parent.mkdir(parents=True)
+        error.write_text(json.dumps({"message": {"message": message, "extraInfo": {"timestamp": stamp}}}))
+    assert root_cause(tmp_path, ["RuntimeError: from the tail"]) == "ValueError: first"

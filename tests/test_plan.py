@@ -243,3 +243,57 @@ def test_launch_files_are_checked_before_torchrun_starts(tmp_path, present, flag
             validate_with_torchtitan(plans, launching=True)
     # `plan` and the image's self-check parse the same flags without needing the files.
     assert len(validate_with_torchtitan(plans)) == 1
+
+
+# ---- devices: the smoke on CPU ----------------------------------------------------------------------
+
+
+def smoke_plans(locations: Locations, device: str, **overrides):
+    return build_plan([load_spec("smoke")], Overrides(**overrides), Rendezvous(), locations, device=device)
+
+
+def test_published_matrices_refuse_cpu_with_the_reason(locations):
+    with pytest.raises(TitanbenchError, match="llama3_70b runs on CUDA GPUs only: .* --model smoke --device cpu"):
+        build_plan(resolve_models("70b"), Overrides(), Rendezvous(), locations, device="cpu")
+
+
+def test_all_means_the_published_matrices_not_the_smoke():
+    assert [spec.model for spec in resolve_models("all")] == ["llama3_70b", "llama3_8b"]
+
+
+def test_smoke_on_cpu_runs_torchtitan_through_the_cpu_launcher_with_its_substitutions(locations):
+    plans = {p.config: p for p in smoke_plans(locations, "cpu")}
+    vanilla, async_f8 = plans["vanilla-bf16"], plans["async-float8_tensorwise"]
+    assert vanilla.topology == {"nodes": 1, "gpus_per_node": 4, "tp": 2, "fsdp": 2}
+    assert vanilla.launcher_argv[vanilla.launcher_argv.index("-m") + 1] == "titanbench.cpu_trainer"
+    assert vanilla.checks_torchtitan and vanilla.deviations == []
+    assert "TITANBENCH_CPU_SUBSTITUTIONS" not in vanilla.env
+    assert async_f8.env["TITANBENCH_CPU_SUBSTITUTIONS"] == (
+        "float8-capability-gate,float8-all-gather-as-uint8,symm-mem-reference-ops"
+    )
+    assert [d.split(":")[0] for d in async_f8.deviations] == [
+        "CPU substitution float8-capability-gate",
+        "CPU substitution float8-all-gather-as-uint8",
+        "CPU substitution symm-mem-reference-ops",
+    ]
+    # No Triton on CPU; inductor's precompiled headers follow TMPDIR into the config's own cache.
+    assert "TRITON_CACHE_DIR" not in vanilla.env
+    assert vanilla.env["TMPDIR"] == str(locations.cache_root / "smoke" / "vanilla-bf16" / "tmp")
+    assert vanilla.make_dirs == [vanilla.env["TMPDIR"]]
+    assert vanilla.env["HF_HUB_OFFLINE"] == "1"
+    skipped = {c for c, p in plans.items() if p.skip_reason}
+    assert skipped == {"vanilla-float8_rowwise", "async-float8_rowwise"}
+    assert "row-wise" in plans["async-float8_rowwise"].skip_reason
+
+
+def test_smoke_on_cuda_is_the_stock_trainer_on_one_8_gpu_node_with_nothing_substituted(locations):
+    plans = smoke_plans(locations, "cuda")
+    assert {p.trainer for p in plans} == {"torchtitan.train"}
+    assert plans[0].topology == {"nodes": 1, "gpus_per_node": 8, "tp": 2, "fsdp": 4}
+    assert not any(p.skip_reason or p.deviations or "TITANBENCH_CPU_SUBSTITUTIONS" in p.env for p in plans)
+    assert plans[0].env["TRITON_CACHE_DIR"].endswith("smoke/vanilla-bf16/triton")
+
+
+def test_the_device_is_part_of_the_fingerprint(locations):
+    cpu, cuda = smoke_plans(locations, "cpu", gpus_per_node=8), smoke_plans(locations, "cuda")
+    assert cpu[0].topology == cuda[0].topology and cpu[0].fingerprint != cuda[0].fingerprint

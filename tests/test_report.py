@@ -237,7 +237,11 @@ def test_unknown_model_is_reported_with_measured_numbers_only(tmp_path):
         ("Vanilla TP", "None (bfloat16)"): ["1000.0", "1.00"],
         ("Async TP", "None (bfloat16)"): ["1250.0", "1.25"],
     }
-    assert comparison(markdown, "mymodel")["async-bf16"][1:3] == ["n/a", "n/a"]
+    # Nothing published: no published columns, and the report does not open with a source it lacks.
+    assert "Published TPS" not in markdown and "| Measured / published |" not in markdown
+    assert "No published numbers for this matrix: measured numbers and speedups only." in markdown
+    row = comparison(markdown, "mymodel")["async-bf16"]
+    assert (row[0], len(row)) == ("1250.0", 6)  # measured, stdev, windows, MFU, memory, status
 
 
 def test_run_json_gives_measured_topology_deviations_and_environment(tmp_path):
@@ -301,7 +305,7 @@ def test_report_carries_pins_and_the_method_actually_used(published_run):
     assert "This report: warm-up steps 30, profiler dumps at steps 50, 100, ..." in markdown
     assert f"| TORCH_COMMIT | {pins()['TORCH_COMMIT']} |" in markdown
     assert "CI_TORCH_VERSION" not in markdown, "the CPU torch of CI is not a pin of the benchmark"
-    assert "Pins (build mode not recorded)" in markdown
+    assert "Pins (not titanbench's image: what was installed is below)" in markdown
 
 
 def test_averaging_options_change_the_windows(published_run):

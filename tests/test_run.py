@@ -260,7 +260,9 @@ def test_a_follower_never_starts_a_config_node_0_has_left():
 @pytest.mark.torchrun
 def test_crash_stall_and_nan_each_get_a_status_and_the_matrix_goes_on(tmp_path):
     env = driver_env(
-        STAND_IN_CRASH="vanilla-bf16", STAND_IN_HANG="async-bf16", STAND_IN_NAN="vanilla-float8_tensorwise"
+        STAND_IN_CRASH="vanilla-bf16",
+        STAND_IN_HANG="async-bf16",
+        STAND_IN_NAN="vanilla-float8_tensorwise",
     )
     proc = start(
         tmp_path, *one_node(tmp_path, "--run-id", "bad", "--stall-timeout", "10", "--grace-period", "10"), env=env
@@ -283,7 +285,23 @@ def test_crash_stall_and_nan_each_get_a_status_and_the_matrix_goes_on(tmp_path):
     assert invalid["status"] == "invalid"
     assert invalid["returncode"] == 0
     assert "NaN loss at step 1, 10, 20" in invalid["reason"]
+
+    # One verdict per config on the console, after classification (never `ok` first).
+    assert "stand_in/vanilla-float8_tensorwise: invalid: NaN loss at step 1, 10, 20" in output
+    assert "stand_in/vanilla-float8_tensorwise: ok" not in output
     assert (run_dir / "RESULTS.md").is_file()
+
+
+@pytest.mark.torchrun
+def test_a_failure_names_its_root_cause_from_the_workers_error_file(tmp_path):
+    env = driver_env(STAND_IN_RAISE="vanilla-bf16")
+    code, output = finish(start(tmp_path, *one_node(tmp_path, "--run-id", "r", "--only", "vanilla-bf16"), env=env))
+    assert code == 1, output
+    cause = "RuntimeError: stand-in trainer: Found no NVIDIA driver on your system (STAND_IN_RAISE)"
+    failed = result(tmp_path / "results" / "r", "vanilla-bf16")
+    assert (failed["status"], failed["reason"]) == ("failed", f"torchrun exited with status 1: {cause}")
+    assert output.count(f"stand_in/vanilla-bf16: failed: torchrun exited with status 1: {cause}") == 1
+    assert cause in (tmp_path / "results" / "r" / "RESULTS.md").read_text()
 
 
 @pytest.mark.torchrun
@@ -387,12 +405,12 @@ def test_an_existing_run_is_not_started_again(tmp_path):
 # ---- classification and log keeping ---------------------------------------------------------------
 
 
-def _plan(tp_type: str, quantization: str) -> ConfigPlan:
+def _plan(tp_type: str, quantization: str, trainer: str = "torchtitan.train", steps: int = 20) -> ConfigPlan:
     return ConfigPlan(
-        model="m", config="c", tp_type=tp_type, quantization=quantization, steps=20,
+        model="m", config="c", tp_type=tp_type, quantization=quantization, steps=steps,
         topology={"nodes": 1, "gpus_per_node": 8, "tp": 8, "fsdp": 1}, torchtitan_args=[], bundle_flags=[],
         launcher_argv=[], env={}, env_reasons={}, deviations=[], published_tps=None, workdir=".",
-        trainer="torchtitan.train",
+        trainer=trainer,
     )  # fmt: skip
 
 
@@ -400,43 +418,60 @@ def _ok() -> Outcome:
     return Outcome("ok", 0, "", "t0", "t1", 1.0, 20, 100.0, [])
 
 
-def _log(*lines: str, loss: float = 8.5) -> str:
+def _log(*lines: str, loss: float = 8.5, steps: tuple[int, ...] = (1, 10, 20)) -> str:
     from logfactory import Metrics, metrics_message, titan_line
 
-    metrics = [titan_line(metrics_message(Metrics(step=s, tps=100, loss=loss))) for s in (1, 10, 20)]
+    metrics = [titan_line(metrics_message(Metrics(step=s, tps=100, loss=loss))) for s in steps]
     return "\n".join([*(titan_line(line) for line in lines), *metrics])
 
 
 def test_async_config_without_the_async_line_is_unverified():
-    status, reason = classify(_ok(), _log(), _plan("async", "bf16"), check_evidence=True)
+    status, reason = classify(_ok(), _log(), _plan("async", "bf16"))
     assert status == "unverified" and "Async Tensor Parallelism" in reason
     applied = _log("Applied Async Tensor Parallelism to the model")
-    assert classify(_ok(), applied, _plan("async", "bf16"), check_evidence=True) == ("ok", "")
+    assert classify(_ok(), applied, _plan("async", "bf16")) == ("ok", "")
 
 
 def test_float8_recipe_must_match_the_config():
     rowwise = _log("Float8 training active with recipe rowwise")
-    assert classify(_ok(), rowwise, _plan("vanilla", "float8_rowwise"), check_evidence=True) == ("ok", "")
-    status, reason = classify(_ok(), rowwise, _plan("vanilla", "float8_tensorwise"), check_evidence=True)
+    assert classify(_ok(), rowwise, _plan("vanilla", "float8_rowwise")) == ("ok", "")
+    status, reason = classify(_ok(), rowwise, _plan("vanilla", "float8_tensorwise"))
     assert status == "unverified" and "expected tensorwise" in reason
-    status, _ = classify(_ok(), _log(), _plan("vanilla", "float8_rowwise"), check_evidence=True)
+    status, _ = classify(_ok(), _log(), _plan("vanilla", "float8_rowwise"))
     assert status == "unverified"
 
 
 def test_evidence_is_not_checked_for_another_trainer():
-    assert classify(_ok(), _log(), _plan("async", "float8_rowwise"), check_evidence=False) == ("ok", "")
+    assert classify(_ok(), _log(), _plan("async", "float8_rowwise", trainer="stand_in_trainer")) == ("ok", "")
+
+
+def test_the_cpu_launcher_is_torchtitan_so_its_evidence_is_checked():
+    status, reason = classify(_ok(), _log(), _plan("async", "bf16", trainer="titanbench.cpu_trainer"))
+    assert status == "unverified" and "Async Tensor Parallelism" in reason
+
+
+def test_a_log_that_stops_short_of_the_planned_steps_is_incomplete():
+    status, reason = classify(_ok(), _log(steps=(1, 5)), _plan("vanilla", "bf16", trainer="x", steps=12))
+    assert (status, reason) == ("incomplete", "torchrun exited 0 but the log stops at step 5 of 12")
+
+
+def test_no_window_left_after_warm_up_and_profiler_dumps_is_no_data():
+    dumped = _log("Dumping profiler traces at step 20", steps=(1, 5, 10, 20))
+    status, reason = classify(_ok(), dumped, _plan("vanilla", "bf16", trainer="x"))
+    assert status == "no-data"
+    assert "5 (warm-up" in reason and "20 (profiler" in reason
 
 
 def test_nan_loss_is_invalid_and_no_metrics_is_failed():
-    status, reason = classify(_ok(), _log(loss=math.nan), _plan("vanilla", "bf16"), check_evidence=False)
+    status, reason = classify(_ok(), _log(loss=math.nan), _plan("vanilla", "bf16", trainer="x"))
     assert (status, reason) == ("invalid", "NaN loss at step 1, 10, 20")
-    status, reason = classify(_ok(), "no metrics here\n", _plan("vanilla", "bf16"), check_evidence=False)
+    status, reason = classify(_ok(), "no metrics here\n", _plan("vanilla", "bf16", trainer="x"))
     assert status == "failed" and "no metrics line" in reason
 
 
 def test_a_failed_outcome_keeps_its_own_status():
     outcome = Outcome("stalled", -15, "no output for --stall-timeout 5 s", "t0", "t1", 1.0, 1, None, [])
-    assert classify(outcome, _log(), _plan("vanilla", "bf16"), check_evidence=True) == ("stalled", outcome.reason)
+    assert classify(outcome, _log(), _plan("vanilla", "bf16")) == ("stalled", outcome.reason)
 
 
 def test_earlier_logs_are_kept_as_numbered_attempts(tmp_path):

@@ -31,6 +31,15 @@ def test_model_resolves_by_id_or_alias(ref, model):
     assert [c.id for c in spec.configs] == CONFIG_IDS
 
 
+def test_the_smoke_runs_on_cpu_with_processes_standing_in_for_gpus():
+    smoke = load_spec("smoke")
+    assert smoke.devices == ("cuda", "cpu") and load_spec("8b").devices == ("cuda",)
+    assert smoke.reference_topology("cpu").model_dump() == {"nodes": 1, "gpus_per_node": 4, "tp": 2, "fsdp": 2}
+    assert smoke.reference_topology("cuda") == smoke.topology
+    assert [c.id for c in smoke.configs] == [c.id for c in load_spec("70b").configs]
+    assert [c.id for c in smoke.configs if c.cpu.skip] == ["vanilla-float8_rowwise", "async-float8_rowwise"]
+
+
 def test_all_is_both_builtin_matrices():
     assert sorted(s.model for s in resolve_models("all")) == ["llama3_70b", "llama3_8b"]
 
@@ -91,6 +100,12 @@ INVALID_SPECS = [
     ),
     ("heading batch vs flags", (("heading", "local_batch_size"), 16), "heading.local_batch_size is 16 but"),
     ("negative published tps", (("configs", 0, "published_tps"), -1), "configs.0.published_tps"),
+    # `--name value` would run in torchtitan while every check that reads `name=value` misses it.
+    ("space form", (("configs", 0, "flags"), "--training.steps 7"), "'7' after --training.steps: write each flag"),
+    ("space form, common", (("common_flags",), "--training.compile --metrics.log_freq 5"), "'5' after"),
+    ("cpu config, cuda-only matrix", (("configs", 0, "cpu"), {"skip": "no"}), "has no `cpu` section"),
+    ("unknown substitution", (("configs", 0, "cpu"), {"substitutions": ["magic"]}), "unknown CPU substitution"),
+    ("cpu processes vs tp", (("cpu",), {"processes_per_node": 3}), "not a multiple of topology.tp 8"),
 ]
 
 

@@ -55,7 +55,8 @@ def _panel(ax: Any, model: dict[str, Any]) -> None:
     ax.set_xticks(range(len(quantizations)), [QUANTIZATION_LABELS[q] for q in quantizations])
     # Headroom above the tallest bar for the speedup labels and the legend.
     ax.set_ylim(0, (tallest or 1) * 1.3)
-    ax.legend(fontsize=8, loc="upper left", ncols=3)
+    if labelled:  # nothing measured or published: a legend would be empty (and matplotlib warns)
+        ax.legend(fontsize=8, loc="upper left", ncols=3)
 
 
 def render_png(doc: dict[str, Any]) -> bytes:

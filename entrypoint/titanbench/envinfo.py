@@ -201,9 +201,23 @@ def torchao_commit() -> str | None:
     return found[1] if found else None
 
 
-def torchtitan_commit() -> tuple[str | None, str]:
-    """(commit, where it came from): the image's checkout (TITANBENCH_TORCHTITAN_DIR), else pip's git record."""
-    checkout = os.environ.get("TITANBENCH_TORCHTITAN_DIR")
+def _editable_checkout(name: str) -> str | None:
+    """The directory of an editable install (`pip install -e DIR`), from its direct_url.json."""
+    origin = direct_url(name) or {}
+    url = str(origin.get("url", ""))
+    return (
+        url.removeprefix("file://")
+        if origin.get("dir_info", {}).get("editable") and url.startswith("file://")
+        else None
+    )
+
+
+def torchtitan_commit(checkout: str | None = None) -> tuple[str | None, str]:
+    """(commit, where it came from): the checkout runs start in (`checkout`, else TITANBENCH_TORCHTITAN_DIR,
+    else an editable install's directory), else pip's git record."""
+    if checkout and not (Path(checkout) / "torchtitan" / "__init__.py").is_file():
+        checkout = None  # a run's default `.` need not be torchtitan's tree
+    checkout = checkout or os.environ.get("TITANBENCH_TORCHTITAN_DIR") or _editable_checkout("torchtitan")
     if checkout:
         try:
             done = subprocess.run(
@@ -223,19 +237,23 @@ def torchtitan_commit() -> tuple[str | None, str]:
     return None, f"torchtitan {version} installed from an index (no commit recorded; TITANBENCH_TORCHTITAN_DIR unset)"
 
 
-def release_mode() -> bool:
-    return os.environ.get("TITANBENCH_BUILD_MODE") == "release"
+def build_mode() -> str | None:
+    """The image's build mode (source|release); None outside titanbench's image (never guessed)."""
+    return os.environ.get("TITANBENCH_BUILD_MODE") or None
 
 
-def pin_report() -> dict[str, Any]:
-    """Each component's expected pin, what is installed, and whether they match (None: cannot tell)."""
+def pin_report(torchtitan_dir: str | None = None) -> dict[str, Any]:
+    """Each component's expected pin, what is installed, and whether they match (None: cannot tell).
+
+    Outside the image (no build mode) the exact pins are what the stack is compared with."""
     p = pins()
-    release = release_mode()
+    mode = build_mode()
+    release = mode == "release"
     git_version, torch_reason = torch_git_version()
     expected_torch = p["RELEASE_TORCH_GIT_VERSION"] if release else p["TORCH_COMMIT"]
     ao_version = installed_version("torchao")
     ao_commit = torchao_commit()
-    titan_commit, titan_source = torchtitan_commit()
+    titan_commit, titan_source = torchtitan_commit(torchtitan_dir)
     if release:
         ao_expected = p["RELEASE_TORCHAO_VERSION"]
         ao_match = None if ao_version is None else ao_version.split("+")[0] == ao_expected
@@ -243,7 +261,7 @@ def pin_report() -> dict[str, Any]:
         ao_expected = p["TORCHAO_COMMIT"]
         ao_match = None if ao_commit is None else p["TORCHAO_COMMIT"].startswith(ao_commit)
     return {
-        "mode": "release" if release else "source",
+        "mode": mode,
         "torch": {
             "expected_git_version": expected_torch,
             "git_version": git_version,
@@ -282,8 +300,10 @@ def nccl_version() -> tuple[str | None, str]:
     return None, f"{reason}; no nvidia-nccl wheel installed"
 
 
-def manifest() -> dict[str, Any]:
-    """The `titanbench env --json` object. Never raises on a machine without GPUs, RDMA or torch."""
+def manifest(torchtitan_dir: str | None = None) -> dict[str, Any]:
+    """The `titanbench env --json` object. Never raises on a machine without GPUs, RDMA or torch.
+
+    `torchtitan_dir`: the checkout a run starts torchtitan in (its commit is the one recorded)."""
     unavailable: dict[str, str] = {}
     facts, gpu_reason = gpuinfo.gpu_facts()
     if gpu_reason:
@@ -304,7 +324,7 @@ def manifest() -> dict[str, Any]:
         "gpu": asdict(facts) if facts else None,
         "rdma": [asdict(port) for port in ports] or None,
         "nccl": {"version": nccl, "source": nccl_source} if nccl else None,
-        "pins": pin_report(),
+        "pins": pin_report(torchtitan_dir),
         "container": inside,
         "job": identity,
         "env": environment(),

@@ -7,7 +7,9 @@ each worker in a session of its own too, so the SIGKILL goes to every descendant
 
 import contextlib
 import ctypes
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -237,6 +239,8 @@ def launch(
     scheduler's SIGKILL (Slurm's KillWait, Kubernetes' terminationGracePeriodSeconds) may come first.
     """
     log_file.parent.mkdir(parents=True, exist_ok=True)
+    for directory in plan.make_dirs:
+        Path(directory).mkdir(parents=True, exist_ok=True)
     env = _child_environment(os.environ if environ is None else environ, plan.env)
     started_at, started = utc_now(), time.monotonic()
     with open(log_file, "w", encoding="utf-8") as log:
@@ -260,8 +264,8 @@ def launch(
     returncode = proc.returncode
     if status == "ok" and returncode != 0:
         status = "failed"
-        reason = _exit_reason(returncode)
-    progress.finish(status)
+        cause = root_cause(Path(plan.rank_log_dir) if plan.rank_log_dir else None, list(reader.tail))
+        reason = _exit_reason(returncode) + (f": {cause}" if cause else "")
     return Outcome(
         status=status,
         returncode=returncode,
@@ -273,6 +277,37 @@ def launch(
         last_tps=reader.last_tps,
         log_tail=list(reader.tail),
     )
+
+
+# The last line of a Python traceback: `SomeError: message` (behind torchrun's `[rankN]:` prefix).
+_EXCEPTION_LINE = re.compile(
+    r"^(?:\[\w+\]:)*\s*((?:[A-Za-z_][\w.]*\.)?[A-Z]\w*(?:Error|Exception|Failed|Failure|Interrupt)\b.*)$"
+)
+CAUSE_CHARS = 300
+
+
+def _one_line(text: str) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= CAUSE_CHARS else line[: CAUSE_CHARS - 3] + "..."
+
+
+def root_cause(rank_log_dir: Path | None, log_tail: list[str]) -> str | None:
+    """Why the trainer failed: the first error torchrun's workers recorded (`error.json`, written by
+    torchelastic's `@record`, which torchtitan's trainer uses), else the last exception line in the log."""
+    recorded = []
+    for path in sorted(rank_log_dir.rglob("error.json")) if rank_log_dir and rank_log_dir.is_dir() else []:
+        with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
+            message = json.loads(path.read_text())["message"]
+            text = message["message"] if isinstance(message, dict) else message
+            stamp = message.get("extraInfo", {}).get("timestamp", "") if isinstance(message, dict) else ""
+            recorded.append((str(stamp), str(text)))
+    if recorded:
+        return _one_line(min(recorded)[1].strip().splitlines()[0])
+    for line in reversed(log_tail):
+        match = _EXCEPTION_LINE.match(line.strip())
+        if match:
+            return _one_line(match[1])
+    return None
 
 
 def _exit_reason(returncode: int) -> str:

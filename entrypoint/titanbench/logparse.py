@@ -132,3 +132,19 @@ def evidence(text: str) -> Evidence:
     else:
         float8_recipe = None
     return Evidence(async_tp=bool(_ASYNC_TP.search(clean)), float8_recipe=float8_recipe)
+
+
+def evidence_problems(tp_type: str | None, quantization: str | None, found: Evidence) -> list[str]:
+    """Why the log does not prove the config did what its labels say (empty when it does).
+
+    The one evidence rule: the runner applies it to classify a finished config, the report to logs alone.
+    """
+    problems = []
+    if tp_type == "async" and not found.async_tp:
+        problems.append("no 'Applied ... Async Tensor Parallelism' line in the log")
+    if tp_type == "vanilla" and found.async_tp:
+        problems.append("the log says async TP was applied to a vanilla config")
+    expected = quantization.removeprefix("float8_") if quantization and quantization != "bf16" else None
+    if expected != found.float8_recipe:
+        problems.append(f"the log shows float8 recipe {found.float8_recipe or 'none'}, expected {expected or 'none'}")
+    return problems

@@ -7,7 +7,8 @@ from typing import Any
 import click
 
 from titanbench.errors import TitanbenchError
-from titanbench.plan import DATASETS, DEFAULT_GPU_MEM_GIB, DEFAULT_TRAINER, Locations, Overrides
+from titanbench.plan import CPU_TRAINER, DATASETS, DEFAULT_GPU_MEM_GIB, DEFAULT_TRAINER, Locations, Overrides
+from titanbench.spec import DEVICES, Device, MatrixSpec
 from titanbench.stats import DEFAULT_WARMUP_STEPS
 
 MATRIX_OPTIONS = [
@@ -52,13 +53,21 @@ MATRIX_OPTIONS = [
     ),
     click.option("--force", is_flag=True, help="Skip the memory guard."),
     click.option(
-        "--trainer",
-        default=DEFAULT_TRAINER,
+        "--device",
+        type=click.Choice(["auto", *DEVICES]),
+        default="auto",
         show_default=True,
+        envvar="TITANBENCH_DEVICE",
+        show_envvar=True,
+        help="cuda, or cpu for a matrix that supports it (the smoke); auto: cuda when torch sees a GPU, "
+        "else cpu where the matrix supports it.",
+    ),
+    click.option(
+        "--trainer",
         envvar="TITANBENCH_TRAINER",
         show_envvar=True,
-        help="Python module torchrun runs (a torchtitan fork, or a test trainer); "
-        "checks that need torchtitan are skipped for any other module.",
+        help=f"Python module torchrun runs [default: {DEFAULT_TRAINER}; on CPU {CPU_TRAINER}, which runs it]. "
+        "For any other module (a fork, a test trainer) the checks that need torchtitan are skipped; reports say so.",
     ),
     click.option(
         "--torchtitan-dir",
@@ -121,6 +130,23 @@ def matrix_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 def averaging_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return _apply(AVERAGING_OPTIONS, command)
+
+
+def torch_sees_gpu() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def resolve_device(requested: str, specs: list[MatrixSpec]) -> Device:
+    """`--device auto`: cuda when torch sees a GPU; else cpu if every matrix runs there; else cuda."""
+    if requested == "cpu":
+        return "cpu"
+    if requested == "cuda" or torch_sees_gpu():
+        return "cuda"
+    return "cpu" if all("cpu" in spec.devices for spec in specs) else "cuda"
 
 
 def overrides_from(options: dict[str, Any]) -> Overrides:

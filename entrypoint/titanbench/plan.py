@@ -14,10 +14,14 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from titanbench.cpu_trainer import SUBSTITUTIONS, SUBSTITUTIONS_ENV
 from titanbench.errors import TitanbenchError
-from titanbench.spec import STEPS_FLAG, TP_DEGREE_FLAG, ConfigSpec, MatrixSpec
+from titanbench.spec import STEPS_FLAG, TP_DEGREE_FLAG, ConfigSpec, Device, MatrixSpec, flag_value
 
 DEFAULT_TRAINER = "torchtitan.train"
+# torchtitan's own trainer on CPU (titanbench/cpu_trainer.py): its config check and the log evidence apply.
+CPU_TRAINER = "titanbench.cpu_trainer"
+TORCHTITAN_TRAINERS = (DEFAULT_TRAINER, CPU_TRAINER)
 DEFAULT_MASTER_PORT = 29500
 DEFAULT_GPU_MEM_GIB = 80.0
 DATASETS = ("c4", "c4_test")
@@ -60,6 +64,16 @@ class Locations:
     torchtitan_dir: Path
 
 
+def trainer_for(device: Device, trainer: str | None) -> str:
+    """`--trainer` if given, else torchtitan's trainer (through the CPU launcher on CPU)."""
+    return trainer or (CPU_TRAINER if device == "cpu" else DEFAULT_TRAINER)
+
+
+def runs_torchtitan(trainer: str) -> bool:
+    """Whether torchtitan's config check and the log evidence checks apply to this trainer."""
+    return trainer in TORCHTITAN_TRAINERS
+
+
 @dataclass
 class ConfigPlan:
     model: str
@@ -79,16 +93,34 @@ class ConfigPlan:
     trainer: str
     # torchrun's per-rank output files (--log-dir); they are scrubbed of secrets after each launch.
     rank_log_dir: str = ""
+    device: str = "cuda"
+    # Non-empty: the config cannot run on this device, and this is why (status `skipped`).
+    skip_reason: str = ""
+    # Directories the launch creates first (caches the tools expect to exist).
+    make_dirs: list[str] = field(default_factory=list)
     fingerprint: str = field(default="")
+
+    @property
+    def checks_torchtitan(self) -> bool:
+        return runs_torchtitan(self.trainer)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def topology_for(spec: MatrixSpec, overrides: Overrides) -> dict[str, int]:
-    nodes = overrides.nodes or spec.topology.nodes
-    gpus_per_node = overrides.gpus_per_node or spec.topology.gpus_per_node
-    tp = overrides.tp or spec.topology.tp
+def check_device(spec: MatrixSpec, device: Device) -> None:
+    if device not in spec.devices:
+        raise TitanbenchError(
+            f"{spec.model} runs on CUDA GPUs only: at its shapes a CPU would take days per config and prove "
+            "nothing about the benchmark (the smoke matrix runs on CPU: --model smoke --device cpu)"
+        )
+
+
+def topology_for(spec: MatrixSpec, overrides: Overrides, device: Device = "cuda") -> dict[str, int]:
+    reference = spec.reference_topology(device)
+    nodes = overrides.nodes or reference.nodes
+    gpus_per_node = overrides.gpus_per_node or reference.gpus_per_node
+    tp = overrides.tp or reference.tp
     world = nodes * gpus_per_node
     if world % tp:
         raise TitanbenchError(f"{spec.model}: TP degree {tp} does not divide the world size {world}")
@@ -134,10 +166,10 @@ def _published_args(spec: MatrixSpec, config: ConfigSpec) -> list[str]:
 
 
 def _deviations(
-    spec: MatrixSpec, config: ConfigSpec, topology: dict[str, int], overrides: Overrides
+    spec: MatrixSpec, config: ConfigSpec, topology: dict[str, int], overrides: Overrides, device: Device
 ) -> tuple[list[str], list[str]]:
     """(deviations, flags that implement them), applied on top of the published flags."""
-    published = spec.topology
+    published = spec.reference_topology(device)
     deviations: list[str] = []
     extra: list[str] = []
     for key in ("nodes", "gpus_per_node", "tp", "fsdp"):
@@ -153,6 +185,8 @@ def _deviations(
     if overrides.dataset not in (None, PUBLISHED_DATASET):
         deviations.append(f"dataset {overrides.dataset} (published {PUBLISHED_DATASET}): different data")
         extra.append(f"--training.dataset={overrides.dataset}")
+    if device == "cpu":
+        deviations += [f"CPU substitution {name}: {SUBSTITUTIONS[name]}" for name in config.cpu.substitutions]
     return deviations, extra
 
 
@@ -177,22 +211,35 @@ def _bundle_flags(spec: MatrixSpec, config: ConfigSpec, locations: Locations, ov
     return flags
 
 
-def _env(spec: MatrixSpec, config: ConfigSpec, locations: Locations, overrides: Overrides):
+def _env(spec: MatrixSpec, config: ConfigSpec, locations: Locations, args: list[str], device: Device):
     cache = locations.cache_root / spec.model / config.id
-    local_data = bool(overrides.dataset_path) or overrides.dataset == "c4_test"
+    dataset = flag_value(args, "--training.dataset")
+    local_data = bool(flag_value(args, "--training.dataset_path")) or dataset == "c4_test"
     entries = {
-        "PYTORCH_CUDA_ALLOC_CONF": ("expandable_segments:True", "set by torchtitan's own run_train.sh"),
         "TORCHINDUCTOR_CACHE_DIR": (
             str(cache / "inductor"),
             "one compile cache per config, kept across runs (a shared one reused a vanilla-TP graph "
             "in an async-TP run: torchtitan issue 1185)",
         ),
-        "TRITON_CACHE_DIR": (str(cache / "triton"), "one Triton cache per config, kept across runs"),
-        "HF_HUB_ETAG_TIMEOUT": ("60", "every rank streams C4 from the hub: tolerate slow metadata calls"),
-        "HF_HUB_DOWNLOAD_TIMEOUT": ("60", "every rank streams C4 from the hub: tolerate slow downloads"),
     }
+    if device == "cuda":
+        entries["PYTORCH_CUDA_ALLOC_CONF"] = ("expandable_segments:True", "set by torchtitan's own run_train.sh")
+        entries["TRITON_CACHE_DIR"] = (str(cache / "triton"), "one Triton cache per config, kept across runs")
+    else:
+        entries["TMPDIR"] = (
+            str(cache / "tmp"),
+            "inductor's C++ backend puts precompiled headers under the temp dir, not TORCHINDUCTOR_CACHE_DIR",
+        )
+        if config.cpu.substitutions:
+            entries[SUBSTITUTIONS_ENV] = (
+                ",".join(config.cpu.substitutions),
+                "the CPU substitutions this config needs (listed as deviations)",
+            )
     if local_data:
         entries["HF_HUB_OFFLINE"] = ("1", "the data is local: never touch the hub")
+    else:
+        entries["HF_HUB_ETAG_TIMEOUT"] = ("60", "every rank streams C4 from the hub: tolerate slow metadata calls")
+        entries["HF_HUB_DOWNLOAD_TIMEOUT"] = ("60", "every rank streams C4 from the hub: tolerate slow downloads")
     return {k: v for k, (v, _) in entries.items()}, {k: why for k, (_, why) in entries.items()}
 
 
@@ -206,19 +253,22 @@ def plan_config(
     overrides: Overrides,
     rendezvous: Rendezvous,
     locations: Locations,
-    trainer: str = DEFAULT_TRAINER,
+    trainer: str | None = None,
+    device: Device = "cuda",
 ) -> ConfigPlan:
-    topology = topology_for(spec, overrides)
+    check_device(spec, device)
+    trainer = trainer_for(device, trainer)
+    topology = topology_for(spec, overrides, device)
     check_fidelity(spec, topology, overrides)
     check_memory(spec, topology, overrides)
     steps = overrides.steps or config.steps
     computed = _replace_flag(_published_args(spec, config), TP_DEGREE_FLAG, topology["tp"])
     computed = _replace_flag(computed, STEPS_FLAG, steps)
-    deviations, deviation_flags = _deviations(spec, config, topology, overrides)
+    deviations, deviation_flags = _deviations(spec, config, topology, overrides, device)
     computed += deviation_flags
     bundle = _bundle_flags(spec, config, locations, overrides)
     torchtitan_args = ["--job.config_file", spec.train_config, *computed, *(b["flag"] for b in bundle)]
-    env, env_reasons = _env(spec, config, locations, overrides)
+    env, env_reasons = _env(spec, config, locations, torchtitan_args, device)
     rank_log_dir = locations.run_dir / spec.model / config.id / "ranks" / f"node{rendezvous.node_rank}"
     launcher_argv = [
         "torchrun",
@@ -252,9 +302,13 @@ def plan_config(
         workdir=str(locations.torchtitan_dir),
         trainer=trainer,
         rank_log_dir=str(rank_log_dir),
+        device=device,
+        skip_reason=(config.cpu.skip or "") if device == "cpu" else "",
+        make_dirs=[env["TMPDIR"]] if "TMPDIR" in env else [],
     )
     # What every node must agree on: what is computed, not where files go on each node.
-    plan.fingerprint = _fingerprint([spec.model, config.id, topology, computed, trainer])
+    substitutions = env.get(SUBSTITUTIONS_ENV, "")
+    plan.fingerprint = _fingerprint([spec.model, config.id, topology, computed, trainer, device, substitutions])
     return plan
 
 
@@ -264,7 +318,8 @@ def build_plan(
     rendezvous: Rendezvous,
     locations: Locations,
     *,
-    trainer: str = DEFAULT_TRAINER,
+    trainer: str | None = None,
+    device: Device = "cuda",
     only: tuple[str, ...] = (),
 ) -> list[ConfigPlan]:
     """Plans for every config of every spec, in spec order; `only` keeps the named config ids."""
@@ -273,7 +328,7 @@ def build_plan(
             known = ", ".join(sorted({c.id for s in specs for c in s.configs}))
             raise TitanbenchError(f"--only {config_id!r} matches no config (known: {known})")
     return [
-        plan_config(spec, config, overrides, rendezvous, locations, trainer)
+        plan_config(spec, config, overrides, rendezvous, locations, trainer, device)
         for spec in specs
         for config in spec.configs
         if not only or config.id in only

@@ -110,19 +110,6 @@ def _result_detail(result: dict[str, Any]) -> str | None:
     return None if code is None else f"exit code {code}"
 
 
-def _evidence_problem(tp_type: str | None, quantization: str | None, found: logparse.Evidence) -> str | None:
-    """Why the log does not prove the config did what its name says (None when it does)."""
-    problems = []
-    if tp_type == "async" and not found.async_tp:
-        problems.append("no 'Applied ... Async Tensor Parallelism' line in the log")
-    if tp_type == "vanilla" and found.async_tp:
-        problems.append("the log says async TP was applied")
-    expected = quantization.removeprefix("float8_") if quantization and quantization != "bf16" else None
-    if expected != found.float8_recipe:
-        problems.append(f"the log shows float8 recipe {found.float8_recipe or 'none'}, expected {expected or 'none'}")
-    return "; ".join(problems) or None
-
-
 def _mean(values: list[float]) -> float | None:
     return statistics.fmean(values) if values else None
 
@@ -157,6 +144,8 @@ def _config_entry(
         "peak_memory_gib": None,
         "planned": plan is not None,
         "deviations": plan.get("deviations") if plan else None,
+        "trainer": plan.get("trainer") if plan else None,
+        "evidence_checked": None,
         "evidence": None,
         "summary": None,
     }
@@ -180,6 +169,7 @@ def _config_entry(
             log_problem = "no window left after the warm-up and profiler windows"
     status = result.get("status") if result else None
     detail = _result_detail(result) if result else None
+    entry["evidence_checked"] = result.get("evidence_checked") if result else None
     if summary is not None:
         found = summary.evidence or logparse.evidence(log.read_text(errors="replace"))
         entry["evidence"] = {"async_tp": found.async_tp, "float8_recipe": found.float8_recipe}
@@ -190,7 +180,7 @@ def _config_entry(
         entry["peak_memory_gib"] = max(memory) if memory else None
         if status is None:
             # Logs alone: the log itself must show what the config claims (the runner checks this too).
-            detail = _evidence_problem(tp_type, quantization, found)
+            detail = "; ".join(logparse.evidence_problems(tp_type, quantization, found)) or None
             status = "unverified" if detail else "ok"
     if status in (None, *COUNTED) and log_problem:
         status, detail = NO_DATA, log_problem
@@ -234,19 +224,24 @@ def short_gpu_name(name: str) -> str:
     return found[1] if found else name.removeprefix("NVIDIA ")
 
 
-def _heading(model: str, spec: MatrixSpec | None, topology: dict[str, int] | None, gpu_name: str | None) -> str:
+def _heading(
+    model: str, spec: MatrixSpec | None, topology: dict[str, int] | None, gpu_name: str | None, device: str
+) -> str:
     """The published heading style: model, GPU count and type, FSDP, TP, compile, AC, local batch size."""
-    unpublished = "" if spec else " (no published reference)"
+    unpublished = "" if spec and spec.published else " (no published reference)"
     if topology is None:
         return model + unpublished
     world = topology["nodes"] * topology["gpus_per_node"]
-    gpu = short_gpu_name(gpu_name) if gpu_name else spec.heading.gpu if spec else "GPU"
+    if device == "cpu":
+        units = "CPU processes (gloo)"
+    else:
+        units = f"{short_gpu_name(gpu_name) if gpu_name else spec.heading.gpu if spec else 'GPU'}s"
     parts = [f"FSDP={topology['fsdp']}", f"TP={topology['tp']}"]
     if spec:
         if "--training.compile" in spec.common_flag_list:
             parts.append("torch.compile")
         parts += [spec.heading.activation_checkpointing, f"local batch size {spec.heading.local_batch_size}"]
-    return f"{spec.title if spec else model} on {world} {gpu}s with {', '.join(parts)}{unpublished}"
+    return f"{spec.title if spec else model} on {world} {units} with {', '.join(parts)}{unpublished}"
 
 
 def _nvlink(matrix: Any) -> tuple[str | None, bool | None]:
@@ -355,13 +350,18 @@ def _model_entry(
     return {
         "model": model,
         "known": spec is not None,
-        "heading": _heading(model, spec, topology, _gpu_name(manifest)),
+        "heading": _heading(model, spec, topology, _gpu_name(manifest), _device(plans)),
         "topology": topology,
         "topology_source": topology_source,
         "deviations_recorded": bool(plans),
         "environment": _environment_rows(spec, topology if topology_source == "run.json" else None, manifest),
         "configs": configs,
     }
+
+
+def _device(plans: list[dict[str, Any]]) -> str:
+    """What the run's plans ran on (cuda when not recorded: runs before `--device` existed)."""
+    return next((str(p["device"]) for p in plans if p.get("device")), "cuda")
 
 
 def _pins(run: dict[str, Any]) -> tuple[dict[str, str], str]:
@@ -456,6 +456,9 @@ def _number(value: float | None, spec: str) -> str:
 
 
 def _status(config: dict[str, Any]) -> str:
+    if config["status"] == "ok" and config.get("evidence_checked") is False:
+        trainer = config.get("trainer") or "another trainer"
+        return f"ok (async TP / float8 evidence not checked: {trainer} is not torchtitan's trainer)"
     return config["status"] + (f": {config['detail']}" if config["detail"] and config["status"] != "ok" else "")
 
 
@@ -486,12 +489,12 @@ def _published_shape(configs: list[dict[str, Any]]) -> list[str]:
 
 
 def _comparison(configs: list[dict[str, Any]]) -> list[str]:
+    published = any(c["published_tps"] for c in configs)
     rows = [
         [
             c["config"],
             _number(c["measured_tps"], ".1f"),
-            _number(c["published_tps"], "g"),
-            _number(c["ratio"], ".2f"),
+            *([_number(c["published_tps"], "g"), _number(c["ratio"], ".2f")] if published else []),
             _number((c["summary"] or {}).get("stdev_tps") if c["measured_tps"] is not None else None, ".1f"),
             str(c["summary"]["n"]) if c["summary"] else "0",
             _number(c["mfu"], ".2f") + ("%" if c["mfu"] is not None else ""),
@@ -500,9 +503,9 @@ def _comparison(configs: list[dict[str, Any]]) -> list[str]:
         ]
         for c in configs
     ]
-    header = ["Config", "Measured TPS", "Published TPS", "Measured / published", "Stdev TPS"]
+    header = ["Config", "Measured TPS", *(["Published TPS", "Measured / published"] if published else []), "Stdev TPS"]
     header += ["Windows used", "MFU", "Peak memory", "Status"]
-    return _table(header, [":---", *["---:"] * 7, ":---"], rows)
+    return _table(header, [":---", *["---:"] * (len(header) - 2), ":---"], rows)
 
 
 def _deviations(model: dict[str, Any]) -> list[str]:
@@ -541,7 +544,8 @@ def _model_section(model: dict[str, Any], environment_recorded: bool) -> list[st
     shape = _published_shape(model["configs"])
     if shape:
         lines += [*shape, ""]
-    lines += ["Measured against published:", "", *_comparison(model["configs"]), ""]
+    published = any(c["published_tps"] for c in model["configs"])
+    lines += ["Measured against published:" if published else "Measured:", "", *_comparison(model["configs"]), ""]
     lines += ["Deviations from the published setup:", "", *_deviations(model), ""]
     lines += ["Environment:", ""]
     if not environment_recorded:
@@ -557,7 +561,7 @@ def _pins_section(doc: dict[str, Any]) -> list[str]:
     elif mode:
         title = f"Pins ({mode} build)"
     else:
-        title = "Pins (build mode not recorded)"
+        title = "Pins (not titanbench's image: what was installed is below)"
     lines = [f"### {title}", "", f"From {doc['pins_source']}.", ""]
     lines += _table(["Pin", "Value"], [":---", ":---"], [[k, v] for k, v in doc["pins"].items()])
     if doc["pin_checks"]:
@@ -587,12 +591,13 @@ def _method_section(doc: dict[str, Any]) -> list[str]:
 
 
 def render_markdown(doc: dict) -> str:
-    lines = [
-        f"# titanbench results: {Path(doc['run_dir']).name}",
-        "",
-        f"Published numbers: {doc['published_source']}.",
-        "",
-    ]
+    published = any(c["published_tps"] for model in doc["models"] for c in model["configs"])
+    source = (
+        f"Published numbers: {doc['published_source']}."
+        if published
+        else "No published numbers for this matrix: measured numbers and speedups only."
+    )
+    lines = [f"# titanbench results: {Path(doc['run_dir']).name}", "", source, ""]
     for model in doc["models"]:
         lines += _model_section(model, doc["environment_recorded"])
     lines += _pins_section(doc)

@@ -22,12 +22,11 @@ from titanbench import __version__, results
 from titanbench.coordinate import CARRY_ON
 from titanbench.errors import TitanbenchError
 from titanbench.launch import Limits, Outcome, Progress, Stop, launch, utc_now
-from titanbench.logparse import evidence, parse_windows
+from titanbench.logparse import evidence, evidence_problems, parse_windows
 from titanbench.nodes import Explicit, Topology, discover
-from titanbench.options import locations_from, overrides_from
+from titanbench.options import locations_from, overrides_from, resolve_device
 from titanbench.pins import stack_pins
 from titanbench.plan import (
-    DEFAULT_TRAINER,
     ConfigPlan,
     Rendezvous,
     build_plan,
@@ -37,9 +36,12 @@ from titanbench.plan import (
 )
 from titanbench.redact import known_secrets, redact_env
 from titanbench.spec import resolve_models
+from titanbench.stats import summarize_log
 
 # Matrix options recorded in run.json that hold paths (JSON keeps them as strings).
 PATH_OPTIONS = ("torchtitan_dir", "results", "cache_dir", "dataset_path")
+# Statuses that end a config for good: never rerun on --resume, never make the exit status non-zero.
+DONE = ("ok", "skipped")
 
 
 @dataclass(frozen=True)
@@ -111,7 +113,8 @@ def _resumed_options(run_dir: Path, options: dict[str, Any], given: frozenset[st
 def _plan_nodes(options: dict[str, Any]) -> int:
     specs = resolve_models(options["model"])
     overrides = overrides_from(options)
-    counts = {spec.model: topology_for(spec, overrides)["nodes"] for spec in specs}
+    device = resolve_device(options["device"], specs)
+    counts = {spec.model: topology_for(spec, overrides, device)["nodes"] for spec in specs}
     if len(set(counts.values())) > 1:
         listed = ", ".join(f"{model} {nodes}" for model, nodes in counts.items())
         raise TitanbenchError(f"the models need different node counts ({listed}): pick one --model, or set --nodes")
@@ -120,24 +123,31 @@ def _plan_nodes(options: dict[str, Any]) -> int:
 
 def _plans(options: dict[str, Any], topology: Topology, run_dir: Path) -> list[ConfigPlan]:
     locations = locations_from({**options, "results": run_dir.parent}, run_dir.name)
+    specs = resolve_models(options["model"])
     return build_plan(
-        resolve_models(options["model"]),
+        specs,
         overrides_from(options),
         Rendezvous(topology.node_rank, topology.master_addr, topology.master_port),
         locations,
         trainer=options["trainer"],
+        device=resolve_device(options["device"], specs),
         only=options["only"],
     )
 
 
 def _validate(plans: list[ConfigPlan], options: dict[str, Any]) -> list[str]:
-    if options["trainer"] != DEFAULT_TRAINER:
+    if not all(plan.checks_torchtitan for plan in plans):
         return [f"trainer {options['trainer']}: torchtitan's config check and the log evidence checks are skipped"]
     return validate_with_torchtitan(plans, torchtitan_dir=options["torchtitan_dir"], launching=True)
 
 
-def classify(outcome: Outcome, log_text: str, plan: ConfigPlan, check_evidence: bool) -> tuple[str, str]:
-    """(status, reason) of a finished config: torchrun's outcome, then what its log shows."""
+def classify(outcome: Outcome, log_text: str, plan: ConfigPlan) -> tuple[str, str]:
+    """(status, reason) of a finished config: torchrun's outcome, then what its log shows.
+
+    A clean exit is not enough: the log must reach the planned step (else `incomplete`), leave at
+    least one window to average by the default method (else `no-data`), hold no NaN loss (else
+    `invalid`) and, for torchtitan's trainer, prove async TP and the float8 recipe (else `unverified`).
+    """
     if outcome.status != "ok":
         return outcome.status, outcome.reason
     windows = parse_windows(log_text)
@@ -146,17 +156,15 @@ def classify(outcome: Outcome, log_text: str, plan: ConfigPlan, check_evidence: 
     nan_steps = [w.step for w in windows if w.loss is not None and math.isnan(w.loss)]
     if nan_steps:
         return "invalid", f"NaN loss at step {', '.join(map(str, nan_steps))}"
-    if not check_evidence:
+    if windows[-1].step < plan.steps:
+        return "incomplete", f"torchrun exited 0 but the log stops at step {windows[-1].step} of {plan.steps}"
+    summary = summarize_log(log_text)
+    if not summary.n:
+        dropped = ", ".join(f"{step} ({why})" for step, why in sorted(summary.dropped.items()))
+        return "no-data", f"no window is left to average: {dropped or 'none logged after the warm-up'}"
+    if not plan.checks_torchtitan:
         return "ok", ""
-    found = evidence(log_text)
-    problems = []
-    if plan.tp_type == "async" and not found.async_tp:
-        problems.append("no 'Applied ... Async Tensor Parallelism' line in the log")
-    if plan.tp_type == "vanilla" and found.async_tp:
-        problems.append("the log says async TP was applied to a vanilla config")
-    expected = plan.quantization.removeprefix("float8_") if plan.quantization != "bf16" else None
-    if found.float8_recipe != expected:
-        problems.append(f"the log shows float8 recipe {found.float8_recipe or 'none'}, expected {expected or 'none'}")
+    problems = evidence_problems(plan.tp_type, plan.quantization, evidence(log_text))
     return ("unverified", "; ".join(problems)) if problems else ("ok", "")
 
 
@@ -179,10 +187,10 @@ def previous_attempts(path: Path) -> list[str]:
     return [found[number] for number in sorted(found)]
 
 
-def _manifest() -> dict[str, Any]:
+def _manifest(torchtitan_dir: Path) -> dict[str, Any]:
     from titanbench.envinfo import manifest
 
-    return manifest()
+    return manifest(str(torchtitan_dir))
 
 
 class Driver:
@@ -322,6 +330,7 @@ class Follower:
             archive_log(log)
             progress = Progress(driver.out, decision["index"], decision["total"], decision["config"], plan.steps)
             outcome = launch(plan, log, driver.request.limits, driver.stop, progress, secrets=driver.secrets)
+            progress.finish(outcome.status)
             if driver.stop.signal:
                 # Node 0 may be going down too (preemption signals every node): report if it still listens.
                 with contextlib.suppress(TitanbenchError):
@@ -350,7 +359,6 @@ class Leader:
         self.options = options
         self.fingerprint = fingerprint
         self.notes = notes
-        self.check_evidence = options["trainer"] == DEFAULT_TRAINER
         recorded = results.read_run(run_dir) or {}
         if recorded and recorded.get("fingerprint") != fingerprint:
             raise TitanbenchError(
@@ -371,7 +379,7 @@ class Leader:
             "timings": recorded.get("timings", {}),
             "sessions": [*recorded.get("sessions", []), {"started_at": utc_now(), "node_rank": 0}],
             "pins": stack_pins(),
-            "environment": _manifest(),
+            "environment": _manifest(options["torchtitan_dir"]),
         }
 
     def _write_run(self) -> None:
@@ -384,9 +392,11 @@ class Leader:
 
     def loop(self) -> int:
         driver = self.driver
-        todo = [p for p in self.plans if self._status(p) != "ok"]
+        todo = [p for p in self.plans if self._status(p) != "ok" and not p.skip_reason]
         for plan in self.plans:
-            if plan not in todo:
+            if plan.skip_reason:
+                self._skip(plan)
+            elif plan not in todo:
                 _say(driver.out, f"{config_key(plan)}: ok in an earlier attempt, kept")
         self._write_run()
         stopped = ""  # why the matrix ends before its last config
@@ -399,7 +409,7 @@ class Leader:
         if driver.stop.signal:
             stopped = f"signal {driver.stop.signal}"
         statuses = {config_key(p): self._status(p) for p in self.plans}
-        not_ok = {k: v for k, v in statuses.items() if v != "ok"}
+        not_ok = {k: v for k, v in statuses.items() if v not in DONE}
         code = 128 + driver.stop.signal if driver.stop.signal else 1 if not_ok else 0
         if self.coordinator is not None:
             self.coordinator.announce({"done": f"stopped: {stopped}" if stopped else "matrix finished", "exit": code})
@@ -413,6 +423,22 @@ class Leader:
         for key, status in statuses.items():
             _say(driver.out, f"  {status or 'not run':<12} {key}")
         return code
+
+    def _skip(self, plan: ConfigPlan) -> None:
+        """A config that cannot run on this device: recorded as `skipped` with why, never launched."""
+        previous = results.read_result(self.run_dir, plan.model, plan.config) or {}
+        record = {
+            "model": plan.model,
+            "config": plan.config,
+            "steps": plan.steps,
+            "attempt": int(previous.get("attempt", 0)),
+            "status": "skipped",
+            "reason": f"not run on {plan.device}: {plan.skip_reason}",
+            "evidence_checked": False,
+            "fingerprint": plan.fingerprint,
+        }
+        results.write_result(self.run_dir, plan.model, plan.config, record)
+        _say(self.driver.out, f"{config_key(plan)}: skipped: {record['reason']}")
 
     def _run_one(self, plan: ConfigPlan, index: int, total: int) -> str:
         """Run one config on every node and write its result; returns why the matrix must stop ("": go on)."""
@@ -430,7 +456,7 @@ class Leader:
             "attempt": int(previous.get("attempt", 0)) + 1,
             "log": log.name,
             "previous_logs": previous_attempts(log),
-            "evidence_checked": self.check_evidence,
+            "evidence_checked": plan.checks_torchtitan,
             "fingerprint": plan.fingerprint,
         }
         progress = Progress(driver.out, index, total, key, plan.steps)
@@ -443,7 +469,7 @@ class Leader:
             secrets=driver.secrets,
             on_stop=lambda signum: self._mark_interrupted(record, signum),
         )
-        status, reason = classify(outcome, log.read_text(errors="replace"), plan, self.check_evidence)
+        status, reason = classify(outcome, log.read_text(errors="replace"), plan)
         nodes = self.coordinator.collect(driver._stopped) if self.coordinator is not None else {}
         # A node that was interrupted, left or went silent cannot run the next config: the matrix stops.
         gone = ", ".join(f"node {rank} {s}" for rank, s in nodes.items() if s not in CARRY_ON)
@@ -464,8 +490,8 @@ class Leader:
             k: result[k] for k in ("status", "attempt", "started_at", "finished_at", "duration_s")
         }
         self._write_run()
-        if status != "ok":
-            _say(driver.out, f"{key}: {status}: {reason}")
+        # One verdict per config, after the log and the other nodes have been heard.
+        progress.finish(status if status == "ok" else f"{status}: {reason}")
         return gone
 
     def _mark_interrupted(self, record: dict[str, Any], signum: int) -> None:

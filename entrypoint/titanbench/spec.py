@@ -23,6 +23,8 @@ ROWWISE_FLAG = "--float8.recipe_name=rowwise"
 # A GPU power limit this close to a spec's `hardware.power_limit_w` counts as the same (doctor, report).
 POWER_TOLERANCE_W = 5.0
 
+Device = Literal["cuda", "cpu"]
+DEVICES: tuple[Device, ...] = ("cuda", "cpu")
 TpType = Literal["vanilla", "async"]
 Quantization = Literal["bf16", "float8_tensorwise", "float8_rowwise"]
 QUANTIZATIONS: tuple[Quantization, ...] = ("bf16", "float8_tensorwise", "float8_rowwise")
@@ -43,7 +45,12 @@ def flag_value(args: list[str], name: str) -> str | None:
 
 
 def _splittable(flags: str) -> str:
-    split_flags(flags)
+    """Every word must be `--name=value` or a bare boolean `--name`: a value after a space would slip
+    past every check that reads `name=value` (torchtitan would run it; titanbench would not see it)."""
+    words = split_flags(flags)
+    for before, word in zip(["", *words], words, strict=False):
+        if not word.startswith("--"):
+            raise ValueError(f"{word!r} after {before or 'nothing'}: write each flag as --name=value (no space form)")
     return flags
 
 
@@ -78,6 +85,28 @@ class Heading(_Strict):
     local_batch_size: PositiveInt
 
 
+class CpuConfig(_Strict):
+    """How one config runs on CPU: named substitutions (each a deviation), or why it cannot run there."""
+
+    substitutions: list[str] = []
+    skip: str | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _known(self) -> "CpuConfig":
+        from titanbench.cpu_trainer import SUBSTITUTIONS
+
+        unknown = [name for name in self.substitutions if name not in SUBSTITUTIONS]
+        if unknown:
+            raise ValueError(f"unknown CPU substitution(s) {', '.join(unknown)} (known: {', '.join(SUBSTITUTIONS)})")
+        return self
+
+
+class CpuRun(_Strict):
+    """A matrix that also runs on CPU (the smoke): processes stand in for the GPUs of a node."""
+
+    processes_per_node: PositiveInt
+
+
 class ConfigSpec(_Strict):
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$")
     tp_type: TpType
@@ -85,6 +114,7 @@ class ConfigSpec(_Strict):
     steps: PositiveInt
     published_tps: float | None = Field(default=None, gt=0)
     flags: ShellFlags = ""
+    cpu: CpuConfig = CpuConfig()
 
     @property
     def flag_list(self) -> list[str]:
@@ -116,7 +146,27 @@ class MatrixSpec(_Strict):
     heading: Heading
     common_flags: ShellFlags
     hardware: dict[str, str | int | float] = {}
+    # Absent: CUDA only (the published matrices).
+    cpu: CpuRun | None = None
     configs: list[ConfigSpec] = Field(min_length=1)
+
+    @property
+    def published(self) -> bool:
+        return any(config.published_tps for config in self.configs)
+
+    @property
+    def devices(self) -> tuple[Device, ...]:
+        return DEVICES if self.cpu else ("cuda",)
+
+    def reference_topology(self, device: Device) -> Topology:
+        """The spec's own topology on `device`: on CPU, processes stand in for the GPUs of a node."""
+        if device == "cpu" and self.cpu:
+            per_node = self.cpu.processes_per_node
+            world = self.topology.nodes * per_node
+            return Topology(
+                nodes=self.topology.nodes, gpus_per_node=per_node, tp=self.topology.tp, fsdp=world // self.topology.tp
+            )
+        return self.topology
 
     @property
     def common_flag_list(self) -> list[str]:
@@ -141,6 +191,14 @@ class MatrixSpec(_Strict):
             raise ValueError(
                 f"two configs for one table cell ({', '.join(repeated)}): the report could not tell them apart"
             )
+        if self.cpu:
+            per_node = self.cpu.processes_per_node
+            if per_node % self.topology.tp:
+                raise ValueError(
+                    f"cpu.processes_per_node {per_node} is not a multiple of topology.tp {self.topology.tp}"
+                )
+        elif any(c.cpu != CpuConfig() for c in self.configs):
+            raise ValueError("configs set `cpu` but the matrix has no `cpu` section (it runs on CUDA only)")
         args = self.common_flag_list
         tp = flag_value(args, TP_DEGREE_FLAG)
         if tp != str(self.topology.tp):
@@ -204,7 +262,8 @@ def load_spec(ref: str) -> MatrixSpec:
 
 
 def resolve_models(ref: str) -> list[MatrixSpec]:
-    """`--model`: `all` (every built-in matrix), an id, an alias or a spec path."""
+    """`--model`: `all` (the published matrices: every built-in one with published numbers), an id, an
+    alias or a spec path."""
     if ref == "all":
-        return [load_spec_file(p) for p in builtin_spec_files()]
+        return [spec for spec in map(load_spec_file, builtin_spec_files()) if spec.published]
     return [load_spec(ref)]

@@ -3,10 +3,10 @@ import shlex
 
 import click
 
-from titanbench.options import locations_from, matrix_options, overrides_from
+from titanbench.errors import TitanbenchError
+from titanbench.options import locations_from, matrix_options, overrides_from, resolve_device
 from titanbench.plan import (
     DEFAULT_MASTER_PORT,
-    DEFAULT_TRAINER,
     ConfigPlan,
     Rendezvous,
     build_plan,
@@ -20,9 +20,11 @@ from titanbench.spec import resolve_models
 def _text(plan: ConfigPlan) -> str:
     topo = plan.topology
     published = f"published {plan.published_tps:g} tps" if plan.published_tps else "no published number"
+    units = "GPUs" if plan.device == "cuda" else "CPU processes"
     lines = [
         f"== {plan.model} / {plan.config}: {plan.tp_type} TP, {plan.quantization}, {plan.steps} steps, "
-        f"{topo['nodes']} x {topo['gpus_per_node']} GPUs, FSDP {topo['fsdp']} x TP {topo['tp']}, {published}",
+        f"{topo['nodes']} x {topo['gpus_per_node']} {units}, FSDP {topo['fsdp']} x TP {topo['tp']}, {published}",
+        *([f"skipped on {plan.device}: {plan.skip_reason}"] if plan.skip_reason else []),
         "deviations: " + ("; ".join(plan.deviations) if plan.deviations else "none"),
         "bundle flags:",
         *(f"  {b['flag']}  # {b['reason']}" for b in plan.bundle_flags),
@@ -54,16 +56,23 @@ def plan(node_rank, master_addr, master_port, run_id, validate, fmt, **options):
       titanbench plan --model 70b
       titanbench plan --model 8b --nodes 1 --tp 4 --format json
       titanbench plan --model all --validate
+      titanbench plan --model smoke --device cpu
     """
+    specs = resolve_models(options["model"])
     plans = build_plan(
-        resolve_models(options["model"]),
+        specs,
         overrides_from(options),
         Rendezvous(node_rank, master_addr, master_port),
         locations_from(options, run_id),
         trainer=options["trainer"],
+        device=resolve_device(options["device"], specs),
     )
     notes = []
-    if options["trainer"] != DEFAULT_TRAINER:
+    if not all(p.checks_torchtitan for p in plans):
+        if validate:
+            raise TitanbenchError(
+                f"--validate: trainer {options['trainer']} is not torchtitan's: its ConfigManager cannot vouch for it"
+            )
         notes.append(f"trainer {options['trainer']}: torchtitan's config check skipped")
     elif validate or torchtitan_available():
         notes += validate_with_torchtitan(plans, torchtitan_dir=options["torchtitan_dir"])
