@@ -48,7 +48,7 @@ RUN_FLAGS = $(if $(MODEL),--model $(MODEL)) $(if $(MODE),--mode $(MODE))
 RUN_ARGS = $(if $(NNODES),--nodes $(NNODES)) $(if $(NODE_RANK),--node-rank $(NODE_RANK)) \
 	$(if $(MASTER_ADDR),--master-addr $(MASTER_ADDR)) $(ARGS)
 
-run:  ## Run the benchmark in the image on this host: make run MODEL=70b [NNODES= NODE_RANK= MASTER_ADDR= ARGS=]
+run:  ## Run the benchmark in the image on this host: make run MODEL=70b [NNODES= NODE_RANK= MASTER_ADDR= ARGS= MODE=]
 	$(TITANBENCH) docker $(RUN_FLAGS) -- $(RUN_ARGS)
 
 push:  ## Tag and push the image: make push REGISTRY=registry.example.com/team [MODE=source|release]
