@@ -47,4 +47,5 @@ $(TITANBENCH):
 
 include mk/image.mk
 include mk/deploy.mk
+include mk/smoke.mk
 image image-release run push enroot deploy: | $(TITANBENCH)

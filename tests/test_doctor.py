@@ -302,3 +302,14 @@ def test_a_torchtitan_commit_the_image_was_built_with_warns_and_any_other_fails(
     monkeypatch.setenv("TITANBENCH_TORCHTITAN_BUILT_COMMIT", "0" * 40)
     other = by_name(doctor.pin_checks())["pins.torchtitan"]
     assert other.status == FAIL and pins()["TORCHTITAN_COMMIT"] in other.detail
+
+
+def test_a_node_that_passes_is_pointed_at_the_smoke_preflight_and_one_that_fails_is_not(monkeypatch):
+    from titanbench.commands import doctor as command
+    from titanbench.doctor import Check
+
+    monkeypatch.setattr(command, "run_checks", lambda **_: [Check("gpu.visible", "OK", "8 x H100", "")])
+    passed = CliRunner().invoke(main, ["doctor"])
+    assert passed.exit_code == 0 and "next: `titanbench run --model smoke`" in passed.output
+    monkeypatch.setattr(command, "run_checks", lambda **_: [Check("gpu.visible", "FAIL", "none", "install")])
+    assert "--model smoke" not in CliRunner().invoke(main, ["doctor"]).output

@@ -253,7 +253,7 @@ def smoke_plans(locations: Locations, device: str, **overrides):
 
 
 def test_published_matrices_refuse_cpu_with_the_reason(locations):
-    with pytest.raises(TitanbenchError, match="llama3_70b runs on CUDA GPUs only: .* --model smoke --device cpu"):
+    with pytest.raises(TitanbenchError, match=r"llama3_70b runs on CUDA GPUs only: .* --model smoke --device cpu"):
         build_plan(resolve_models("70b"), Overrides(), Rendezvous(), locations, device="cpu")
 
 

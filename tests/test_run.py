@@ -522,3 +522,40 @@ def test_missing_torchtitan_checkout_stops_before_any_torchrun(tmp_path):
     assert last.startswith("Error: llama3_8b/vanilla-bf16: no torchtitan/models/llama3/train_configs/llama3_8b.toml")
     assert "Traceback" not in outcome.output
     assert not list((tmp_path / "results").glob("r/llama3_8b/*/train.log")), "no config may have started"
+
+
+@pytest.mark.torchrun
+def test_a_config_that_cannot_run_on_cpu_is_skipped_with_its_reason_and_fails_nothing(tmp_path):
+    spec = tmp_path / "cpu_matrix.yaml"
+    text = SPEC.read_text().replace("model: stand_in", "model: stand_in\ncpu: {processes_per_node: 2}")
+    spec.write_text(
+        text.replace(
+            "flags: --parallelism.enable_async_tensor_parallel}",
+            'flags: --parallelism.enable_async_tensor_parallel, cpu: {skip: "no CPU path for this one"}}',
+        )
+    )
+    args = [
+        "--model",
+        str(spec),
+        "--device",
+        "cpu",
+        "--nodes",
+        "1",
+        "--tp",
+        "1",
+        "--results",
+        str(tmp_path / "results"),
+    ]
+    args += ["--master-port", str(free_port())]
+    code, output = finish(start(tmp_path, *args, "--run-id", "r"))
+    assert code == 0, output
+    run_dir = tmp_path / "results" / "r"
+    skipped = json.loads((run_dir / "stand_in" / "async-bf16" / "result.json").read_text())
+    assert (skipped["status"], skipped["reason"]) == ("skipped", "not run on cpu: no CPU path for this one")
+    assert not (run_dir / "stand_in" / "async-bf16" / "train.log").exists()
+    assert result(run_dir, "vanilla-bf16")["status"] == "ok"
+    assert "skipped: not run on cpu: no CPU path for this one" in (run_dir / "RESULTS.md").read_text()
+    # Resumed, nothing is rerun and the skip stands.
+    code, output = finish(start(tmp_path, "--resume", str(run_dir), "--master-port", str(free_port())))
+    assert code == 0, output
+    assert "stand_in/async-bf16: skipped" in output and "[1/" not in output

@@ -19,7 +19,7 @@ MATRIX_OPTIONS = [
         show_default=True,
         envvar="TITANBENCH_MODEL",
         show_envvar=True,
-        help="Model id (llama3_8b), alias (8b), 'all', or the path of a spec file.",
+        help="Model id (llama3_8b), alias (8b), 'all' (the published matrices), smoke, or the path of a spec file.",
     ),
     click.option("--nodes", type=click.IntRange(min=1), help="Node count [published: 8 or 32]. Deviation."),
     click.option("--gpus-per-node", type=click.IntRange(min=1), help="GPUs per node [published: 8]. Deviation."),

@@ -19,7 +19,19 @@ from titanbench.errors import TitanbenchError
 RUN_FILE = "run.json"
 RESULT_FILE = "result.json"
 TRAIN_LOG = "train.log"
-STATUSES = ("ok", "failed", "timeout", "stalled", "interrupted", "invalid", "unverified")
+# ok; skipped (cannot run on this device: never launched, never a failure); and the ways a config fails.
+STATUSES = (
+    "ok",
+    "skipped",
+    "failed",
+    "timeout",
+    "stalled",
+    "interrupted",
+    "incomplete",
+    "no-data",
+    "invalid",
+    "unverified",
+)
 
 
 def config_dir(run_dir: Path, model: str, config: str) -> Path:

@@ -6,6 +6,12 @@ import click
 from titanbench.doctor import FAIL, OK, WARN, run_checks
 from titanbench.redact import known_secrets, scrub
 
+# What proves a node beyond what doctor can read: all six configs for real, in minutes.
+SMOKE_PREFLIGHT = (
+    "`titanbench run --model smoke` trains torchtitan's debug model in all six configs on this node "
+    "(symmetric memory, float8 kernels, NCCL) in minutes: run it before the cluster run"
+)
+
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="One JSON object instead of text.")
@@ -44,5 +50,7 @@ def doctor(as_json: bool, no_gpu: bool, pins_only: bool, expect_gpus: int | None
             click.echo(scrub(f"{check.status:<4}  {check.name:<{width}}  {check.detail}", secrets))
             if check.fix:
                 click.echo(scrub(f"{'':<4}  {'':<{width}}  fix: {check.fix}", secrets))
+        if not pins_only and not counts[FAIL]:
+            click.echo(f"next: {SMOKE_PREFLIGHT}")
         click.echo(f"doctor: {counts[FAIL]} FAIL, {counts[WARN]} WARN, {counts[OK]} OK")
     raise SystemExit(1 if counts[FAIL] else 0)
