@@ -15,7 +15,8 @@ DOCKER=/usr/bin/docker
 BASE_TAG="${TITANBENCH_CI_BASE_IMAGE:-titanbench-ci-base:bookworm}"
 TEST_BASE_TAG="${TITANBENCH_TEST_BASE_IMAGE:-titanbench-test-base:bookworm-minbase}"
 MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
-BUNDLE="${TITANBENCH_TORCHTITAN_BUNDLE:-../shared/torchtitan/torchtitan-820504e-testdata.bundle}"
+# The test bundle, found by glob: its file name carries the pin, which only pin/versions.env may type.
+BUNDLE="${TITANBENCH_TORCHTITAN_BUNDLE:-$(ls ../shared/torchtitan/*.bundle 2>/dev/null | head -n 1 || true)}"
 # The bundle's one commit: the tree of the pin with generated c4_test data (its README.md).
 BUNDLE_COMMIT=4527e4e6098a56a9d32a3d057574e5f5d91c413a
 HOST_CA_BUNDLE="${HOST_CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}"
@@ -47,7 +48,7 @@ if ! $DOCKER image inspect "$BASE_TAG" >/dev/null 2>&1; then
 fi
 
 step "torchtitan served from $BUNDLE"
-[ -f "$BUNDLE" ] || fail "$BUNDLE is missing (the torchtitan test bundle, see ../shared/torchtitan/README.md)"
+[ -f "$BUNDLE" ] || fail "${BUNDLE:-../shared/torchtitan/*.bundle} is missing (the torchtitan test bundle, see ../shared/torchtitan/README.md)"
 git clone -q --bare "$BUNDLE" "$work/git/torchtitan.git"
 port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 git daemon --reuseaddr --base-path="$work/git" --export-all --listen=127.0.0.1 --port="$port" "$work/git" &
