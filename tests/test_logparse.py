@@ -75,6 +75,15 @@ EXPECTED = {
         window(1990, 6785.0, 3.4370, 68.57, 86.69, None, 39.73),
     ],
     "derived_colour_glued_ranks.log": [*PR1287[:5], dataclasses.replace(PR1287[5], loss=NAN)],
+    "titanbench_smoke_cpu_async_float8.log": [
+        window(1, 2.0, 8.2059, 0.95, 4.05, 0.0, 0.0),
+        window(5, 139.0, 6.9331, 1.02, 4.32, 0.01, 0.0),
+        window(10, 134.0, 6.2270, 1.08, 4.59, 0.01, 0.0),
+        window(15, 147.0, 5.5288, 1.13, 4.82, 0.01, 0.0),
+        window(20, 132.0, 6.8454, 1.20, 5.10, 0.01, 0.0),
+        window(25, 101.0, 4.6879, 1.25, 5.32, 0.0, 0.0),
+        window(30, 130.0, 6.8477, 1.30, 5.54, 0.01, 0.0),
+    ],
 }
 
 
@@ -102,6 +111,7 @@ def test_duplicates_from_other_ranks_are_seen_but_the_first_wins() -> None:
         ("torchtitan_pr1287_profiler_dump.log", [200]),
         ("derived_colour_glued_ranks.log", [200]),
         ("torchao_pretraining_bf16.log", []),
+        ("titanbench_smoke_cpu_async_float8.log", [20]),
     ],
 )
 def test_trace_dump_steps_of_real_logs(name: str, dumps: list[int]) -> None:
@@ -146,6 +156,12 @@ def test_trace_dump_steps_are_sorted_unique_and_ansi_proof() -> None:
 def test_evidence(lines: list[str], expected: Evidence) -> None:
     text = "\n".join(f"[rank0]:[titan] 2025-06-13 10:00:00,000 - root - INFO - {line}" for line in lines)
     assert evidence(text) == expected
+
+
+def test_evidence_of_a_real_smoke_log() -> None:
+    """The words torchtitan at the pin really logs for async TP with float8 tensorwise."""
+    text = (LOGS / "titanbench_smoke_cpu_async_float8.log").read_text()
+    assert evidence(text) == Evidence(async_tp=True, float8_recipe="tensorwise")
 
 
 def test_evidence_of_a_log_without_those_lines() -> None:

@@ -265,9 +265,11 @@ def _rdma(ports: Any) -> tuple[str | None, float | None]:
 
 
 def _environment_rows(
-    spec: MatrixSpec | None, measured: dict[str, int] | None, manifest: dict[str, Any] | None
+    spec: MatrixSpec | None, measured: dict[str, int] | None, manifest: dict[str, Any] | None, device: str
 ) -> list[dict[str, Any]]:
-    """This run's hardware next to the published hardware; `differs` is None where it cannot tell."""
+    """This run's hardware next to the published hardware; `differs` is None where it cannot tell.
+
+    On CPU the reference is the spec's own CPU topology (processes stand in for GPUs)."""
     hardware = spec.hardware if spec else {}
     facts = (manifest or {}).get("gpu") or {}
     unavailable = (manifest or {}).get("unavailable") or {}
@@ -277,18 +279,20 @@ def _environment_rows(
     nvlink, all_linked = _nvlink(facts.get("nvlink"))
     rdma, speed = _rdma((manifest or {}).get("rdma"))
     world = measured["nodes"] * measured["gpus_per_node"] if measured else None
-    published_world = spec.topology.world if spec else None
+    published_world = spec.reference_topology("cpu" if device == "cpu" else "cuda").world if spec else None
     published_power = hardware.get("power_limit_w")
     published_speed = _GBPS.search(str(hardware.get("inter_node", "")))
     rows: list[dict[str, Any]] = [
         {
             "item": "GPU",
-            "measured": gpu or (f"unknown: {unavailable['gpu']}" if unavailable.get("gpu") else None),
+            "measured": "none: a CPU run"
+            if device == "cpu"
+            else gpu or (f"unknown: {unavailable['gpu']}" if unavailable.get("gpu") else None),
             "published": hardware.get("gpu"),
             "differs": None if not gpu or not spec else spec.heading.gpu not in gpu,
         },
         {
-            "item": "GPUs",
+            "item": "CPU processes" if device == "cpu" else "GPUs",
             "measured": world,
             "published": published_world,
             "differs": None if world is None or published_world is None else world != published_world,
@@ -354,7 +358,9 @@ def _model_entry(
         "topology": topology,
         "topology_source": topology_source,
         "deviations_recorded": bool(plans),
-        "environment": _environment_rows(spec, topology if topology_source == "run.json" else None, manifest),
+        "environment": _environment_rows(
+            spec, topology if topology_source == "run.json" else None, manifest, _device(plans)
+        ),
         "configs": configs,
     }
 
