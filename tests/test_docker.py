@@ -31,8 +31,27 @@ def rdma(tmp_path, monkeypatch):
     monkeypatch.setattr(launcher, "INFINIBAND", devices)
 
 
+@pytest.fixture
+def gpu_host(tmp_path, monkeypatch):
+    """A host whose /dev holds NVIDIA GPU device nodes (`--device auto` is cuda)."""
+    dev = tmp_path / "dev-gpu"
+    dev.mkdir()
+    for name in ("nvidia0", "nvidia1", "nvidiactl", "nvidia-uvm"):
+        (dev / name).touch()
+    monkeypatch.setattr(launcher, "NVIDIA_DEVICE_DIR", dev)
+
+
+@pytest.fixture
+def cpu_host(tmp_path, monkeypatch):
+    """A host without NVIDIA GPUs (`--device auto` is cpu); the driver's control node alone is no GPU."""
+    dev = tmp_path / "dev-cpu"
+    dev.mkdir()
+    (dev / "nvidiactl").touch()
+    monkeypatch.setattr(launcher, "NVIDIA_DEVICE_DIR", dev)
+
+
 def invoke(*args: str, env: dict[str, str] | None = None):
-    return CliRunner().invoke(main, ["docker", *args], env={"HF_TOKEN": None, **(env or {})})
+    return CliRunner().invoke(main, ["docker", *args], env={"HF_TOKEN": None, "TITANBENCH_DEVICE": None, **(env or {})})
 
 
 @pytest.fixture
@@ -47,10 +66,11 @@ def assets(tmp_path) -> str:
 def printed(*args: str, env: dict[str, str] | None = None) -> list[str]:
     result = invoke("--print", *args, env=env)
     assert result.exit_code == 0, result.output
-    return shlex.split(result.output)
+    # The line alone is on stdout; notes (what --device auto chose) go to stderr.
+    return shlex.split(result.stdout)
 
 
-def test_print_70b_shows_every_flag_the_benchmark_needs(rdma, tmp_path):
+def test_print_70b_shows_every_flag_the_benchmark_needs(gpu_host, rdma, tmp_path):
     argv = printed("--model", "70b", "--results", str(tmp_path / "res"), "--sys-ptrace")
     line = " ".join(argv)
     for flag in ("--gpus all", "--ipc=host", "--network=host", "--ulimit memlock=-1", "--ulimit stack=67108864"):
@@ -59,7 +79,57 @@ def test_print_70b_shows_every_flag_the_benchmark_needs(rdma, tmp_path):
     assert {"--cap-add=IPC_LOCK", "--cap-add=SYS_PTRACE"} <= set(argv)
     assert f"{tmp_path / 'res'}:/results" in argv
     image = argv.index(launcher.image_reference())
-    assert argv[image + 1 :] == ["run", "--model", "70b", "--results", "/results"]
+    assert argv[image + 1 :] == ["run", "--model", "70b", "--device", "cuda", "--results", "/results"]
+
+
+def test_print_cpu_asks_for_no_gpu_no_memlock_and_no_rdma(gpu_host, rdma):
+    argv = printed("--model", "smoke", "--device", "cpu")
+    line = " ".join(argv)
+    assert "--gpus" not in line and "memlock" not in line
+    assert "/dev/infiniband" not in line and "IPC_LOCK" not in line
+    assert {"--init", "--ipc=host", "--network=host"} <= set(argv) and "--ulimit stack=67108864" in line
+    image = argv.index(launcher.image_reference())
+    assert argv[image + 1 :] == ["run", "--model", "smoke", "--device", "cpu", "--results", "/results"]
+
+
+def test_cpu_takes_rdma_only_when_asked(rdma):
+    argv = printed("--device", "cpu", "--rdma", "on")
+    assert f"--device={launcher.INFINIBAND}:/dev/infiniband:rwm" in argv and "--cap-add=IPC_LOCK" in argv
+    assert "--gpus" not in argv
+
+
+@pytest.mark.parametrize(
+    ("host", "device", "why"),
+    [
+        ("gpu_host", "cuda", "auto: {dev}/nvidia0 and 1 more on this host"),
+        ("cpu_host", "cpu", "auto: no {dev}/nvidia[0-9]* on this host"),
+    ],
+)
+def test_auto_follows_the_hosts_nvidia_gpus_and_says_so(request, no_rdma, host, device, why):
+    request.getfixturevalue(host)
+    result = invoke("--print", "--model", "smoke")
+    assert result.exit_code == 0, result.output
+    argv = shlex.split(result.stdout)
+    assert argv[argv.index("--device") + 1] == device
+    assert ("--gpus" in argv) == (device == "cuda")
+    note = why.format(dev=launcher.NVIDIA_DEVICE_DIR)
+    assert result.stderr.strip() == f"titanbench docker: --device {device} ({note})"
+
+
+@pytest.mark.parametrize("device", ["cuda", "cpu"])
+def test_an_explicit_device_is_taken_as_is_without_a_note(cpu_host, no_rdma, device):
+    result = invoke("--print", "--device", device)
+    assert result.exit_code == 0 and result.stderr == ""
+    assert ("--gpus" in shlex.split(result.stdout)) == (device == "cuda")
+    assert "cpu" in printed(env={"TITANBENCH_DEVICE": "cpu"})
+
+
+def test_device_after_the_separator_is_one_error_line(no_rdma):
+    result = invoke("--print", "--model", "smoke", "--", "--run-id", "x", "--device=cpu")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.strip() == (
+        "Error: pass --device before `--`: titanbench docker also decides the GPU request by it"
+    )
 
 
 def test_print_without_rdma_devices_leaves_out_infiniband_and_ipc_lock(no_rdma):
@@ -144,7 +214,7 @@ def test_without_mode_or_image_the_build_present_here_runs_and_is_named(
     engine_with, no_rdma, assets, present, expected
 ):
     _, started = engine_with(*present)
-    result = invoke("--model", "8b", "--assets", assets)
+    result = invoke("--model", "8b", "--assets", assets, "--device", "cuda")
     assert result.exit_code == 0, result.output
     assert started == [launcher.image_reference(expected)]
     assert result.stderr.strip() == (
@@ -168,6 +238,75 @@ def test_an_explicit_mode_or_image_is_never_second_guessed(engine_with, no_rdma,
     assert result.exit_code == 0, result.output
     assert started == [args[1] if args[0] == "--image" else launcher.image_reference("source")]
     assert client.images.asked == [] and "using" not in result.output
+
+
+class FakeContainer:
+    def __init__(self, start_error: Exception | None):
+        self.start_error = start_error
+        self.removed = False
+
+    def start(self):
+        if self.start_error:
+            raise self.start_error
+
+    def remove(self, force: bool):
+        self.removed = force
+
+
+class FakeContainers:
+    """The SDK's `client.containers`: records what `create` was given."""
+
+    def __init__(self, start_error: Exception | None = None):
+        self.created: dict = {}
+        self.container = FakeContainer(start_error)
+
+    def create(self, image, **kwargs):
+        self.created = {"image": image, **kwargs}
+        return self.container
+
+
+def sdk_client(start_error: Exception | None = None):
+    pytest.importorskip("docker")
+    client = type("FakeClient", (), {})()
+    client.containers = FakeContainers(start_error)
+    return client
+
+
+@pytest.mark.parametrize("device", ["cuda", "cpu"])
+def test_sdk_host_config_per_device(tmp_path, device):
+    client = sdk_client()
+    options = launcher.LaunchOptions(image="img", results=tmp_path, model="smoke", device=device)
+    launcher.create_container(client, options)
+    created = client.containers.created
+    requests = created["device_requests"]
+    limits = {(u["Name"], u["Soft"], u["Hard"]) for u in created["ulimits"]}
+    if device == "cuda":
+        assert [(r["Count"], r["Capabilities"]) for r in requests] == [(-1, [["gpu"]])]
+        assert limits == {("memlock", -1, -1), ("stack", 67108864, 67108864)}
+    else:
+        assert requests is None
+        assert limits == {("stack", 67108864, 67108864)}
+    assert created["ipc_mode"] == "host" and created["network_mode"] == "host" and created["init"] is True
+    assert created["command"][:5] == ["run", "--model", "smoke", "--device", device]
+
+
+@pytest.mark.parametrize(
+    ("explanation", "hint"),
+    [
+        ('could not select device driver "" with capabilities: [[gpu]]', "`--device cpu` runs without GPUs"),
+        ("runc create failed: error setting rlimit type 8: operation not permitted", "type 8 is memlock"),
+    ],
+)
+def test_an_engine_refusing_the_host_config_is_one_error_line(tmp_path, explanation, hint):
+    docker = pytest.importorskip("docker")
+    client = sdk_client(docker.errors.APIError("500 Server Error", explanation=explanation))
+    options = launcher.LaunchOptions(image="img", results=tmp_path)
+    with pytest.raises(launcher.TitanbenchError) as caught:
+        launcher.run_container(client, options)
+    message = caught.value.message
+    assert message.startswith(f"docker could not start the container: {explanation}")
+    assert hint in message and "\n" not in message
+    assert client.containers.container.removed
 
 
 def test_print_image_without_mode_names_the_build_present_here(engine_with):
@@ -201,6 +340,7 @@ def test_unreachable_engine_is_one_error_line(no_rdma, tmp_path, assets):
     ("args", "message"),
     [
         (["--mode", "nightly"], "Invalid value for '--mode'"),
+        (["--device", "gpu"], "Invalid value for '--device'"),
         (["--hf-token-file", "/no/such/file"], "Invalid value for '--hf-token-file'"),
         (["--bogus"], "No such option"),
     ],
@@ -209,6 +349,22 @@ def test_bad_input_is_a_clear_error(args, message):
     result = invoke("--print", *args)
     assert result.exit_code == 2
     assert message in result.output and "Traceback" not in result.output
+
+
+def test_an_unstaged_default_assets_dir_is_not_mounted(engine_with, no_rdma, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default --assets, assets/tokenizer, does not exist here
+    assert not any(launcher.TOKENIZER_TARGET in arg for arg in printed("--model", "smoke"))
+    _, started = engine_with("release")
+    result = invoke("--model", "smoke", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert started
+
+
+def test_a_staged_default_assets_dir_is_mounted(no_rdma, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "assets" / "tokenizer" / "original").mkdir(parents=True)
+    (tmp_path / "assets" / "tokenizer" / "original" / "tokenizer.model").write_text("IQ== 0\n")
+    assert f"{tmp_path / 'assets' / 'tokenizer'}:{launcher.TOKENIZER_TARGET}:ro" in printed()
 
 
 def test_missing_tokenizer_stops_before_any_container(no_rdma, tmp_path):
@@ -250,15 +406,19 @@ def client():
 def check_host_config(attrs: dict, options: launcher.LaunchOptions) -> None:
     host = attrs["HostConfig"]
     assert host["IpcMode"] == "host" and host["NetworkMode"] == "host" and host["Init"] is True
-    assert {(u["Name"], u["Soft"], u["Hard"]) for u in host["Ulimits"]} == {
-        ("memlock", -1, -1),
-        ("stack", 67108864, 67108864),
-    }
-    assert [(r["Count"], r["Capabilities"]) for r in host["DeviceRequests"]] == [(-1, [["gpu"]])]
+    limits = {(u["Name"], u["Soft"], u["Hard"]) for u in host["Ulimits"]}
+    if options.device == "cuda":
+        assert limits == {("memlock", -1, -1), ("stack", 67108864, 67108864)}
+        assert [(r["Count"], r["Capabilities"]) for r in host["DeviceRequests"]] == [(-1, [["gpu"]])]
+    else:
+        assert limits == {("stack", 67108864, 67108864)}
+        assert not host["DeviceRequests"]
+    assert attrs["Config"]["Cmd"][attrs["Config"]["Cmd"].index("--device") + 1] == options.device
     mounts = {m["Target"]: (m["Source"], m.get("ReadOnly", False)) for m in host["Mounts"]}
     assert mounts["/results"] == (str(options.results.resolve()), False)
-    assert mounts[launcher.TOKEN_TARGET] == (str(options.hf_token_file.resolve()), True)
-    assert f"HF_TOKEN_PATH={launcher.TOKEN_TARGET}" in attrs["Config"]["Env"]
+    if options.hf_token_file is not None:
+        assert mounts[launcher.TOKEN_TARGET] == (str(options.hf_token_file.resolve()), True)
+        assert f"HF_TOKEN_PATH={launcher.TOKEN_TARGET}" in attrs["Config"]["Env"]
     assert TOKEN not in json.dumps(attrs)
 
 
@@ -291,7 +451,7 @@ def test_created_container_has_the_benchmark_host_config(client, tmp_path):
         assert mounts[launcher.TOKENIZER_TARGET] == (str(assets), True)
         assert mounts["/cache"] == (str(cache), False)
         assert attrs["Config"]["Cmd"] == [
-            *("run", "--model", "70b", "--results", "/results"),
+            *("run", "--model", "70b", "--device", "cuda", "--results", "/results"),
             *("--cache-dir", "/cache/compile"),
         ]
     finally:
@@ -317,8 +477,49 @@ def test_token_from_the_environment_reaches_the_container_as_a_file(client, tmp_
 
     monkeypatch.setattr(launcher, "run_container", create_and_inspect)
     result = invoke(
-        "--image", TEST_BASE_IMAGE, "--results", str(tmp_path / "results"), "--assets", assets, env={"HF_TOKEN": TOKEN}
+        *("--image", TEST_BASE_IMAGE, "--results", str(tmp_path / "results"), "--assets", assets, "--device", "cuda"),
+        env={"HF_TOKEN": TOKEN},
     )
     assert result.exit_code == 3, result.output
     assert TOKEN not in result.output
     assert not seen["token_file"].exists()
+
+
+@pytest.mark.docker
+def test_cpu_container_has_no_device_requests_and_runs_on_cpu(client, tmp_path, monkeypatch, gpu_host, rdma):
+    """Even on a host with GPUs and RDMA, --device cpu asks the engine for none of them."""
+    monkeypatch.chdir(tmp_path)  # no tokenizer staged at the default --assets
+    seen: dict = {}
+
+    def create_and_inspect(engine, options):
+        container = launcher.create_container(engine, options)
+        try:
+            container.reload()
+            check_host_config(container.attrs, options)
+            seen["attrs"] = container.attrs
+        finally:
+            container.remove(force=True)
+        return 0
+
+    monkeypatch.setattr(launcher, "run_container", create_and_inspect)
+    result = invoke(*("--image", TEST_BASE_IMAGE, "--device", "cpu", "--model", "smoke", "--cache", "cache"))
+    assert result.exit_code == 0, result.output
+    host = seen["attrs"]["HostConfig"]
+    assert not host["DeviceRequests"] and not host["Devices"] and not host["CapAdd"]
+    assert launcher.TOKENIZER_TARGET not in {m["Target"] for m in host["Mounts"]}
+    assert seen["attrs"]["Config"]["Cmd"] == [
+        *("run", "--model", "smoke", "--device", "cpu", "--results", "/results", "--cache-dir", "/cache/compile")
+    ]
+
+
+@pytest.mark.docker
+def test_cpu_container_starts_on_this_engine(client, tmp_path, capfd):
+    """The CPU host config starts where GPUs and unlimited memlock cannot be had (the CI engine)."""
+
+    class Probe(launcher.LaunchOptions):
+        def command(self) -> list[str]:
+            return ["sh", "-c", "ulimit -s; test -w /results && echo writable"]
+
+    status = launcher.run_container(client, Probe(image=TEST_BASE_IMAGE, results=tmp_path, device="cpu"))
+    assert status == 0
+    assert capfd.readouterr().out.split() == [str(launcher.STACK_BYTES // 1024), "writable"]

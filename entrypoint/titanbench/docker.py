@@ -1,6 +1,7 @@
 """Start the benchmark container on this host, through the Docker SDK or as a plain `docker run` line.
 
 One container per node holds all local ranks (async TP needs them in one IPC and PID namespace).
+`--device cpu` starts it with no GPU request at all, so an engine without the NVIDIA runtime runs it.
 The Hugging Face token never enters the container's configuration: it is bind-mounted as a file
 and found through `HF_TOKEN_PATH`, so `docker inspect` cannot show it.
 """
@@ -24,6 +25,10 @@ IMAGE_REPOSITORY = "titanbench"
 BUILD_MODES = ("source", "release")
 INFINIBAND = Path("/dev/infiniband")
 INFINIBAND_TARGET = "/dev/infiniband"
+# The NVIDIA driver's device nodes (/dev/nvidia0, ...): the host has GPUs Docker can pass through.
+NVIDIA_DEVICE_DIR = Path("/dev")
+NVIDIA_GPU_NODES = "nvidia[0-9]*"
+DEVICES = ("auto", "cuda", "cpu")
 
 # Paths inside the image (see the Dockerfile).
 RESULTS_TARGET = "/results"
@@ -67,6 +72,22 @@ def rdma_present() -> bool:
     return INFINIBAND.is_dir() and any(INFINIBAND.iterdir())
 
 
+def nvidia_gpu_nodes() -> list[str]:
+    """The host's NVIDIA GPU device nodes; none means the container gets no GPU (`--device auto`)."""
+    return sorted(path.name for path in NVIDIA_DEVICE_DIR.glob(NVIDIA_GPU_NODES))
+
+
+def resolve_device(requested: str) -> tuple[str, str | None]:
+    """(cuda or cpu, why auto chose it) for `--device`: auto is cuda when the host has NVIDIA GPU device nodes."""
+    if requested != "auto":
+        return requested, None
+    found = nvidia_gpu_nodes()
+    if found:
+        more = f" and {len(found) - 1} more" if len(found) > 1 else ""
+        return "cuda", f"auto: {NVIDIA_DEVICE_DIR / found[0]}{more} on this host"
+    return "cpu", f"auto: no {NVIDIA_DEVICE_DIR / NVIDIA_GPU_NODES} on this host"
+
+
 @dataclass(frozen=True)
 class Mount:
     source: Path
@@ -87,6 +108,9 @@ class LaunchOptions:
     hf_token_from_env: bool = False
     rdma: bool = False
     sys_ptrace: bool = False
+    # cuda: all GPUs and unlimited memlock (NCCL, RDMA); cpu: neither (gloo pins no memory, and an
+    # engine without privileges, rootless or itself in a container, refuses to raise memlock).
+    device: str = "cuda"
     run_args: tuple[str, ...] = field(default_factory=tuple)
 
     def mounts(self) -> list[Mount]:
@@ -107,6 +131,13 @@ class LaunchOptions:
             env["HF_TOKEN_PATH"] = TOKEN_TARGET
         return env
 
+    @property
+    def gpus(self) -> bool:
+        return self.device == "cuda"
+
+    def ulimits(self) -> list[tuple[str, int]]:
+        return ([("memlock", MEMLOCK_UNLIMITED)] if self.gpus else []) + [("stack", STACK_BYTES)]
+
     def capabilities(self) -> list[str]:
         return (["IPC_LOCK"] if self.rdma else []) + (["SYS_PTRACE"] if self.sys_ptrace else [])
 
@@ -117,7 +148,7 @@ class LaunchOptions:
         command = ["run"]
         if self.model is not None:
             command += ["--model", self.model]
-        command += ["--results", RESULTS_TARGET]
+        command += ["--device", self.device, "--results", RESULTS_TARGET]
         if self.cache is not None:
             command += ["--cache-dir", f"{CACHE_TARGET}/compile"]
         return command + list(self.run_args)
@@ -125,8 +156,10 @@ class LaunchOptions:
 
 def docker_run_argv(options: LaunchOptions) -> list[str]:
     """The plain `docker run` equivalent of `create_container` + start."""
-    argv = ["docker", "run", "--rm", "--init", "--gpus", "all", "--ipc=host", "--network=host"]
-    argv += ["--ulimit", f"memlock={MEMLOCK_UNLIMITED}", "--ulimit", f"stack={STACK_BYTES}"]
+    argv = ["docker", "run", "--rm", "--init", *(["--gpus", "all"] if options.gpus else [])]
+    argv += ["--ipc=host", "--network=host"]
+    for limit, size in options.ulimits():
+        argv += ["--ulimit", f"{limit}={size}"]
     argv += [f"--device={device}" for device in options.devices()]
     argv += [f"--cap-add={cap}" for cap in options.capabilities()]
     for mount in options.mounts():
@@ -177,11 +210,8 @@ def create_container(client: DockerClient, options: LaunchOptions) -> Container:
             init=True,
             ipc_mode="host",
             network_mode="host",
-            device_requests=[docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])],
-            ulimits=[
-                docker.types.Ulimit(name="memlock", soft=MEMLOCK_UNLIMITED, hard=MEMLOCK_UNLIMITED),
-                docker.types.Ulimit(name="stack", soft=STACK_BYTES, hard=STACK_BYTES),
-            ],
+            device_requests=[docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])] if options.gpus else None,
+            ulimits=[docker.types.Ulimit(name=name, soft=value, hard=value) for name, value in options.ulimits()],
             devices=options.devices(),
             cap_add=options.capabilities() or None,
             mounts=[
@@ -201,15 +231,29 @@ def create_container(client: DockerClient, options: LaunchOptions) -> Container:
         raise TitanbenchError(f"docker could not create the container: {error.explanation}") from error
 
 
+def start_error(explanation: str | None) -> str:
+    """The engine's reason, plus what to do about the two refusals a host config can meet."""
+    reason = " ".join(str(explanation).split())
+    if "capabilities: [[gpu]]" in reason:
+        return f"{reason} (this engine has no NVIDIA runtime: `--device cpu` runs without GPUs)"
+    if "rlimit" in reason:
+        return f"{reason} (dockerd may not raise a --ulimit; type 8 is memlock, which GPU runs ask unlimited)"
+    return reason
+
+
 def run_container(client: DockerClient, options: LaunchOptions) -> int:
     """Create and start the container, stream its output here, and return its exit status.
 
     Ctrl-C stops the container (SIGTERM, then SIGKILL after a grace period) so that
     `titanbench run` inside can mark the running config as interrupted.
     """
+    docker = _docker_sdk()
     container = create_container(client, options)
     try:
-        container.start()
+        try:
+            container.start()
+        except docker.errors.APIError as error:
+            raise TitanbenchError(f"docker could not start the container: {start_error(error.explanation)}") from error
         try:
             for chunk in container.logs(stream=True, follow=True):
                 sys.stdout.buffer.write(chunk)

@@ -7,12 +7,19 @@ import tempfile
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from titanbench import docker as launcher
 from titanbench.assets import DEFAULT_TOKENIZER_DEST, TOKENIZER_FILE
 from titanbench.errors import TitanbenchError
 
 TOKEN_ENV = "HF_TOKEN"
+
+
+def say_device(device: str, why: str | None) -> None:
+    """What `--device auto` chose, on stderr; said only once the inputs are good, so an error stays one line."""
+    if why:
+        click.echo(f"titanbench docker: --device {device} ({why})", err=True)
 
 
 @click.command()
@@ -41,7 +48,8 @@ TOKEN_ENV = "HF_TOKEN"
     type=click.Path(file_okay=False, path_type=Path),
     default=DEFAULT_TOKENIZER_DEST,
     show_default=True,
-    help="Host directory holding original/tokenizer.model (`titanbench assets tokenizer --dest DIR`).",
+    help="Host directory holding original/tokenizer.model (`titanbench assets tokenizer --dest DIR`); "
+    "the default is mounted only when it holds one (the smoke needs none).",
 )
 @click.option(
     "--cache",
@@ -56,11 +64,22 @@ TOKEN_ENV = "HF_TOKEN"
     help=f"File holding the Hugging Face token; else ${TOKEN_ENV} is used. Never printed.",
 )
 @click.option(
+    "--device",
+    type=click.Choice(launcher.DEVICES),
+    default="auto",
+    envvar="TITANBENCH_DEVICE",
+    show_envvar=True,
+    show_default=True,
+    help="cuda: all GPUs, unlimited memlock. cpu: no GPU request and no memlock limit (runs on an engine "
+    "without the NVIDIA runtime), RDMA only with --rdma on; for the smoke. auto: cuda when the host has "
+    "NVIDIA GPUs (/dev/nvidia0, ...), else cpu. Passed on as `titanbench run --device`.",
+)
+@click.option(
     "--rdma",
     type=click.Choice(["auto", "on", "off"]),
     default="auto",
     show_default=True,
-    help="Pass /dev/infiniband and IPC_LOCK; auto: when the host has RDMA devices.",
+    help="Pass /dev/infiniband and IPC_LOCK; auto: when the host has RDMA devices and the device is cuda.",
 )
 @click.option("--sys-ptrace", is_flag=True, help="Add CAP_SYS_PTRACE (pidfd_getfd under default seccomp).")
 @click.option("--print", "print_only", is_flag=True, help="Print the equivalent `docker run` line only.")
@@ -74,43 +93,57 @@ def docker(
     assets: Path,
     cache: Path | None,
     hf_token_file: Path | None,
+    device: str,
     rdma: str,
     sys_ptrace: bool,
     print_only: bool,
     print_image: bool,
     run_args: tuple[str, ...],
 ) -> None:
-    """Run `titanbench run` in the benchmark image on this host, with the GPUs, host IPC and
-    network, RDMA devices when present, and mounts for results, assets and caches.
-    Arguments after `--` go to `titanbench run` inside the container.
+    """Run `titanbench run` in the benchmark image on this host, with the GPUs (or none: --device
+    cpu), host IPC and network, RDMA devices when present, and mounts for results, assets and
+    caches. Arguments after `--` go to `titanbench run` inside the container.
 
     \b
     Example:
       titanbench docker --model 70b --print
       titanbench docker --model 8b --assets ~/llama3-tokenizer --cache /scratch/cache
       titanbench docker --model 70b -- --nodes 32 --node-rank 0 --master-addr node001
+      titanbench docker --model smoke --device cpu -- --run-id first-smoke
     """
     if print_image:
         click.echo(launcher.image_reference(mode) if mode else launcher.local_image(launcher.connect())[0])
         return
+    if any(arg == "--device" or arg.startswith("--device=") for arg in run_args):
+        raise TitanbenchError("pass --device before `--`: titanbench docker also decides the GPU request by it")
+    device, why = launcher.resolve_device(device)
+    staged = (assets / TOKENIZER_FILE).is_file()
+    if click.get_current_context().get_parameter_source("assets") is ParameterSource.DEFAULT and not staged:
+        # Nothing staged at the default: mount nothing (a bind mount would create it, root-owned);
+        # `titanbench run` inside says so before any config starts if a matrix needs the tokenizer.
+        assets_mount = None
+    else:
+        assets_mount = assets
     token_in_env = bool(os.environ.get(TOKEN_ENV)) and hf_token_file is None
     options = launcher.LaunchOptions(
         # --print needs no engine, so it names the source build unless told otherwise.
         image=image or launcher.image_reference(mode or "source"),
         results=results,
         model=model,
-        assets=assets,
+        assets=assets_mount,
         cache=cache,
         hf_token_file=hf_token_file,
         hf_token_from_env=token_in_env and print_only,
-        rdma=launcher.rdma_present() if rdma == "auto" else rdma == "on",
+        rdma=(device == "cuda" and launcher.rdma_present()) if rdma == "auto" else rdma == "on",
         sys_ptrace=sys_ptrace,
+        device=device,
         run_args=run_args,
     )
     if print_only:
+        say_device(device, why)
         click.echo(launcher.print_line(options))
         return
-    if not (assets / TOKENIZER_FILE).is_file():
+    if assets_mount is not None and not staged:
         raise TitanbenchError(
             f"no tokenizer at {assets / TOKENIZER_FILE}: run `titanbench assets tokenizer --dest {assets}` "
             "first, or point --assets at the directory holding it"
@@ -120,6 +153,7 @@ def docker(
         found, found_mode = launcher.local_image(client)
         click.echo(f"titanbench docker: using {found} (the {found_mode} build found here)", err=True)
         options = dataclasses.replace(options, image=found)
+    say_device(device, why)
     for directory in (results, cache):
         if directory is not None:
             directory.mkdir(parents=True, exist_ok=True)
