@@ -2,6 +2,7 @@
 the published table, through the real parser, the real averaging method and the real CLI."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,8 @@ from click.testing import CliRunner
 
 from logfactory import Metrics, metrics_message, run_log, titan_line
 from titanbench.cli import main
+from titanbench.intervals import METHOD as INTERVAL_METHOD
+from titanbench.intervals import no_interval_reason
 from titanbench.pins import pins
 from titanbench.plan import Locations, Overrides, Rendezvous, build_plan
 from titanbench.report import collect, render_markdown, write_all
@@ -63,10 +66,15 @@ def table(text: str, header_start: str) -> list[list[str]]:
     return rows
 
 
-def published_shape(markdown: str, model: str) -> list[list[str]]:
-    return table(
+INTERVAL = re.compile(r" \[[^\]]*\]")
+
+
+def published_shape(markdown: str, model: str, *, intervals: bool = False) -> list[list[str]]:
+    """The published-shape table's rows; the cells' `[low, high]` intervals removed unless `intervals`."""
+    rows = table(
         section(markdown, model), "| TP type | Quantization | Average TPS | Speedup over vanilla TP baseline |"
     )
+    return rows if intervals else [[INTERVAL.sub("", cell) for cell in row] for row in rows]
 
 
 def comparison(markdown: str, model: str) -> dict[str, list[str]]:
@@ -488,3 +496,94 @@ def test_power_limit_compared_with_the_reference_within_doctors_tolerance(tmp_pa
     (model,) = collect(run_dir)["models"]
     (power,) = [row for row in model["environment"] if row["item"] == "Power limit (W)"]
     assert power["differs"] is differs
+
+
+# ---- 95% intervals (issue 14) ---------------------------------------------------------------------
+
+
+def windows_log(values: list[float], *, async_tp: bool = False) -> str:
+    """A log whose used windows (steps 20, 30, ...) carry exactly `values`; warm-up windows carry 1 tps."""
+    lines = [titan_line("Starting job: test run")]
+    if async_tp:
+        lines.append(titan_line("Applied Async Tensor Parallelism to the model"))
+    for step, tps in [(1, 1), (10, 1), *((20 + 10 * i, v) for i, v in enumerate(values))]:
+        lines.append(titan_line(metrics_message(Metrics(step=step, tps=tps))))
+    return "\n".join(lines) + "\n"
+
+
+def write_bf16_pair(run_dir: Path, vanilla: list[float], async_values: list[float], model: str = "mymodel") -> None:
+    for config_id, values in (("vanilla-bf16", vanilla), ("async-bf16", async_values)):
+        folder = run_dir / model / config_id
+        folder.mkdir(parents=True)
+        (folder / "train.log").write_text(windows_log(values, async_tp=config_id.startswith("async")))
+
+
+VANILLA = [600, 604, 597, 601, 606, 598, 603, 599, 602, 596, 600, 605]
+FASTER = [v + 50 for v in VANILLA[::-1]]
+SAME = [v + 1 for v in VANILLA[::-1]]
+
+
+def test_json_carries_the_tps_and_speedup_intervals(tmp_path):
+    from titanbench.intervals import batch_means, ratio_interval
+
+    run_dir = tmp_path / "run"
+    write_bf16_pair(run_dir, VANILLA, FASTER)
+    doc = json.loads(CliRunner().invoke(main, ["report", str(run_dir), "--format", "json"]).output)
+    configs = by_config(doc, "mymodel")
+    vanilla, faster = configs["vanilla-bf16"], configs["async-bf16"]
+    assert vanilla["measured_tps_ci95"] == pytest.approx(list(batch_means(VANILLA).interval()))
+    assert faster["measured_tps_ci95"] == pytest.approx(list(batch_means(FASTER).interval()))
+    low, high = vanilla["measured_tps_ci95"]
+    assert low < vanilla["measured_tps"] < high
+    assert faster["speedup_ci95"] == pytest.approx(list(ratio_interval(batch_means(FASTER), batch_means(VANILLA))))
+    assert faster["speedup_ci95"][0] > 1 and faster["speedup_interval_holds_1"] is False
+    # The vanilla row is the baseline itself: no speedup interval.
+    assert vanilla["speedup_ci95"] is None and vanilla["speedup"] == 1.0
+    assert vanilla["interval"] == {"method": "batch means", "se": pytest.approx(batch_means(VANILLA).se), "df": 3,
+                                   "batches": 4, "batch_size": 3}  # fmt: skip
+    assert doc["averaging"]["interval_method"] == INTERVAL_METHOD
+
+
+def test_markdown_shows_intervals_compactly_and_flags_a_speedup_that_may_be_none(tmp_path):
+    run_dir = tmp_path / "run"
+    write_bf16_pair(run_dir, VANILLA, SAME)
+    doc = collect(run_dir)
+    markdown = render_markdown(doc)
+    configs = by_config(doc, "mymodel")
+    rows = {(r[0], r[1]): r[2:] for r in published_shape(markdown, "mymodel", intervals=True)}
+    low, high = configs["vanilla-bf16"]["measured_tps_ci95"]
+    assert rows[("Vanilla TP", "None (bfloat16)")] == [
+        f"{configs['vanilla-bf16']['measured_tps']:.1f} [{low:.1f}, {high:.1f}]",
+        "1.00",
+    ]
+    same = configs["async-bf16"]
+    assert same["speedup_interval_holds_1"] is True
+    s_low, s_high = same["speedup_ci95"]
+    assert rows[("Async TP", "None (bfloat16)")][1] == (
+        f"{same['speedup']:.2f} [{s_low:.2f}, {s_high:.2f}] (interval holds 1.00)"
+    )
+    assert "Brackets: 95% intervals" in markdown
+    assert INTERVAL_METHOD in markdown
+
+
+def test_a_clear_speedup_is_not_flagged(tmp_path):
+    run_dir = tmp_path / "run"
+    write_bf16_pair(run_dir, VANILLA, FASTER)
+    rows = {(r[0], r[1]): r[2:] for r in published_shape(render_markdown(collect(run_dir)), "mymodel", intervals=True)}
+    assert re.fullmatch(r"1\.08 \[1\.\d\d, 1\.\d\d\]", rows[("Async TP", "None (bfloat16)")][1])
+
+
+def test_too_few_windows_give_no_interval_and_say_why(tmp_path):
+    run_dir = tmp_path / "run"
+    write_bf16_pair(run_dir, VANILLA[:3], FASTER)
+    doc = collect(run_dir)
+    configs = by_config(doc, "mymodel")
+    assert configs["vanilla-bf16"]["measured_tps_ci95"] is None
+    assert configs["vanilla-bf16"]["interval_note"] == no_interval_reason(3)
+    assert configs["async-bf16"]["measured_tps_ci95"] is not None
+    assert configs["async-bf16"]["speedup"] is not None and configs["async-bf16"]["speedup_ci95"] is None
+    markdown = render_markdown(doc)
+    rows = {(r[0], r[1]): r[2:] for r in published_shape(markdown, "mymodel", intervals=True)}
+    assert rows[("Vanilla TP", "None (bfloat16)")][0] == f"{configs['vanilla-bf16']['measured_tps']:.1f}"
+    assert f"- vanilla-bf16: {no_interval_reason(3)}" in markdown.splitlines()
+    assert "- async-bf16: no speedup interval (its vanilla baseline has none)" in markdown.splitlines()

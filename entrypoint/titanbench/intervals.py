@@ -59,7 +59,7 @@ class Estimate:
         half = t_quantile(self.df, 0.5 + level / 2) * self.se if self.se else 0.0
         return self.mean - half, self.mean + half
 
-    def to_dict(self) -> dict[str, float | int]:
+    def to_dict(self) -> dict[str, str | float | int]:
         return {
             "method": "batch means",
             "se": self.se,

@@ -3,7 +3,8 @@
 `collect` turns a results directory (see `titanbench.results`) into one JSON document; the markdown
 and the chart are rendered from that document alone, so `results.json` can be re-rendered later.
 Works from logs alone: `run.json` and `result.json` add plans, deviations, statuses and the
-environment when present. No torch, matplotlib or docker here (the chart imports matplotlib lazily).
+environment when present. No torch, matplotlib or docker here (the chart imports matplotlib lazily;
+the intervals import scipy's Student-t quantile only when one is computed).
 """
 
 import contextlib
@@ -17,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from titanbench import logparse, results, stats
+from titanbench import intervals, logparse, results, stats
 from titanbench.atomic import write_bytes, write_json, write_text
 from titanbench.errors import TitanbenchError
 from titanbench.pins import stack_pins
@@ -136,10 +137,18 @@ def _config_entry(
         "status": MISSING,
         "detail": None,
         "measured_tps": None,
+        # 95% interval of the average (titanbench.intervals); `interval` holds its batch-means estimate,
+        # `interval_note` why there is none.
+        "measured_tps_ci95": None,
+        "interval": None,
+        "interval_note": None,
         "published_tps": published,
         "ratio": None,
         "speedup": None,
         "speedup_unverified": None,
+        # Async configs only: 95% interval of the speedup, and whether it holds 1.00 (no significant speedup).
+        "speedup_ci95": None,
+        "speedup_interval_holds_1": None,
         "mfu": None,
         "peak_memory_gib": None,
         "planned": plan is not None,
@@ -189,7 +198,34 @@ def _config_entry(
         entry["measured_tps"] = summary.avg_tps
         if published:
             entry["ratio"] = summary.avg_tps / published
+        _add_interval(entry, summary)
     return entry
+
+
+def _add_interval(entry: dict[str, Any], summary: stats.Summary) -> None:
+    used = set(summary.used_steps)
+    tps = [w.tps for w in summary.windows if w.step in used and w.tps is not None]
+    estimate = intervals.batch_means(tps)
+    if estimate is None:
+        entry["interval_note"] = intervals.no_interval_reason(len(tps))
+        return
+    entry["measured_tps_ci95"] = list(estimate.interval())
+    entry["interval"] = estimate.to_dict()
+
+
+def estimate_of(config: dict[str, Any]) -> intervals.Estimate | None:
+    """The batch-means estimate a results document recorded for a config (None without an interval)."""
+    recorded = config.get("interval")
+    if config.get("measured_tps") is None or not isinstance(recorded, dict):
+        return None
+    return intervals.Estimate(
+        mean=config["measured_tps"],
+        se=recorded["se"],
+        df=recorded["df"],
+        n=(config.get("summary") or {}).get("n", 0),
+        batches=recorded["batches"],
+        batch_size=recorded["batch_size"],
+    )
 
 
 def _add_speedups(configs: list[dict[str, Any]]) -> None:
@@ -201,6 +237,10 @@ def _add_speedups(configs: list[dict[str, Any]]) -> None:
             config["speedup"] = config["measured_tps"] / base["measured_tps"]
             # A speedup is only as good as both of its numbers.
             config["speedup_unverified"] = "unverified" in (config["status"], base["status"])
+            faster, baseline = estimate_of(config), estimate_of(base)
+            if config["tp_type"] == "async" and faster and baseline:
+                config["speedup_ci95"] = list(intervals.ratio_interval(faster, baseline))
+                config["speedup_interval_holds_1"] = intervals.holds(config["speedup_ci95"], 1.0)
 
 
 def _topology(spec: MatrixSpec | None, plans: list[dict[str, Any]]) -> tuple[dict[str, int] | None, str | None]:
@@ -432,7 +472,12 @@ def collect(run_dir: Path, *, warmup_steps: int = stats.DEFAULT_WARMUP_STEPS, pr
     return {
         "run_dir": str(run_dir),
         "published_source": PUBLISHED_SOURCE,
-        "averaging": {"warmup_steps": warmup_steps, "profile_freq": profile_freq, "method": stats.METHOD},
+        "averaging": {
+            "warmup_steps": warmup_steps,
+            "profile_freq": profile_freq,
+            "method": stats.METHOD,
+            "interval_method": intervals.METHOD,
+        },
         "models": [
             _model_entry(
                 run_dir,
@@ -485,13 +530,38 @@ def _published_shape(configs: list[dict[str, Any]]) -> list[str]:
             if config["measured_tps"] is None:
                 tps = config["status"]
             else:
-                tps = f"{config['measured_tps']:.1f}" + (" (unverified)" if config["status"] == "unverified" else "")
-            speedup = _number(config["speedup"], ".2f")
+                tps = _with_interval(config["measured_tps"], config.get("measured_tps_ci95"), ".1f")
+                tps += " (unverified)" if config["status"] == "unverified" else ""
+            speedup = _with_interval(config["speedup"], config.get("speedup_ci95"), ".2f")
+            if config.get("speedup_interval_holds_1"):
+                speedup += " (interval holds 1.00)"
             if config.get("speedup_unverified"):
                 speedup += " (unverified)"
             rows.append([tp_label, q_label, tps, speedup])
     header = ["TP type", "Quantization", "Average TPS", "Speedup over vanilla TP baseline"]
     return _table(header, [":---", ":---", "---:", "---:"], rows) if rows else []
+
+
+def _with_interval(value: float | None, interval: list[float] | None, spec: str) -> str:
+    """`652.4 [648.1, 656.7]`: a number and its 95% interval, compactly."""
+    text = _number(value, spec)
+    if value is not None and interval:
+        text += f" [{_number(interval[0], spec)}, {_number(interval[1], spec)}]"
+    return text
+
+
+def _interval_notes(configs: list[dict[str, Any]]) -> list[str]:
+    """Under the table: what the brackets are, and which measured numbers have none, and why."""
+    measured = [c for c in configs if c["measured_tps"] is not None]
+    if not measured:
+        return []
+    lines = ["Brackets: 95% intervals (batch means; see the averaging method)."]
+    for config in measured:
+        if config.get("interval_note"):
+            lines.append(f"- {config['config']}: {config['interval_note']}")
+        elif config["tp_type"] == "async" and config["speedup"] is not None and config.get("speedup_ci95") is None:
+            lines.append(f"- {config['config']}: no speedup interval (its vanilla baseline has none)")
+    return lines
 
 
 def _comparison(configs: list[dict[str, Any]]) -> list[str]:
@@ -550,6 +620,9 @@ def _model_section(model: dict[str, Any], environment_recorded: bool) -> list[st
     shape = _published_shape(model["configs"])
     if shape:
         lines += [*shape, ""]
+        notes = _interval_notes(model["configs"])
+        if notes:
+            lines += [*notes, ""]
     published = any(c["published_tps"] for c in model["configs"])
     lines += ["Measured against published:" if published else "Measured:", "", *_comparison(model["configs"]), ""]
     lines += ["Deviations from the published setup:", "", *_deviations(model), ""]
@@ -593,7 +666,8 @@ def _method_section(doc: dict[str, Any]) -> list[str]:
         if freq
         else "profiler dumps where the log reports them."
     )
-    return ["### Averaging method", "", averaging["method"], "", used, ""]
+    interval = averaging.get("interval_method")
+    return ["### Averaging method", "", averaging["method"], "", *([interval, ""] if interval else []), used, ""]
 
 
 def render_markdown(doc: dict) -> str:
