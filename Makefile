@@ -9,7 +9,7 @@ MODEL ?= all
 RUN ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install services test lint plan report
+.PHONY: help install services test test-fast lint plan report
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -27,6 +27,9 @@ services: ## (root) Start what the marked tests need: a Docker engine and a one-
 
 test: ## The test suite (CI runs exactly this)
 	$(BIN)/pytest
+
+test-fast: ## Unit tests only: no torchrun, Docker, Slurm, torchtitan parser or smoke (about a minute)
+	$(BIN)/pytest -m "not torchrun and not docker and not slurm and not torchtitan and not smoke"
 
 lint: lint-docker ## ruff, mypy and hadolint
 	$(BIN)/ruff check .

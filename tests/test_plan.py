@@ -297,3 +297,12 @@ def test_smoke_on_cuda_is_the_stock_trainer_on_one_8_gpu_node_with_nothing_subst
 def test_the_device_is_part_of_the_fingerprint(locations):
     cpu, cuda = smoke_plans(locations, "cpu", gpus_per_node=8), smoke_plans(locations, "cuda")
     assert cpu[0].topology == cuda[0].topology and cpu[0].fingerprint != cuda[0].fingerprint
+
+
+def test_torchtitan_arguments_come_in_the_documented_order(locations):
+    """toml, the published flags in their published order (an override in place), then the bundle's."""
+    plan = next(p for p in plans_for("70b", locations, steps=7) if p.config == "async-float8_rowwise")
+    published = [*shlex.split(PUBLISHED_COMMON["llama3_70b"]), "--training.steps=7"]
+    published += [*shlex.split(QUANT_FLAGS["float8_rowwise"]), ASYNC]
+    bundle = [b["flag"] for b in plan.bundle_flags]
+    assert plan.torchtitan_args == ["--job.config_file", TRAIN_CONFIG.format("llama3_70b"), *published, *bundle]

@@ -27,6 +27,14 @@ def test_secret_names(name):
     assert is_secret_name(name)
 
 
+@pytest.mark.parametrize("part", ["KEY", "PASS", "AUTH", "COOKIE", "SIGNATURE"])
+def test_every_secret_part_makes_a_name_secret_as_a_whole_word_only(part):
+    """Each word of the by-part rule, in a name where only that word can match (listed here, not imported:
+    dropping one from the rule must fail this test)."""
+    assert is_secret_name(f"MY_{part}_VALUE") and is_secret_name(f"{part.lower()}-header")
+    assert not is_secret_name(f"MY_{part}ING_VALUE")
+
+
 @pytest.mark.parametrize(
     "name", ["NCCL_IB_HCA", "PATH", "PWD", "HF_HOME", "CUDA_VISIBLE_DEVICES", "TORCHINDUCTOR_CACHE_DIR", "MONKEY"]
 )
