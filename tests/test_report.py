@@ -330,6 +330,7 @@ def test_write_all_writes_the_three_files_and_re_renders_from_json(published_run
     assert saved == json.loads(json.dumps(doc))
     assert (published_run / "RESULTS.md").read_text() == render_markdown(saved)
     assert (published_run / "RESULTS.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    assert (published_run / "RESULTS-steps.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
     # The report's own files are not mistaken for results on the next run.
     assert write_all(published_run) == doc
 
@@ -353,6 +354,7 @@ def test_cli_out_writes_report_and_chart_next_to_it(published_run, tmp_path):
     assert result.output == ""
     assert out.read_text() == render_markdown(collect(published_run))
     assert out.with_suffix(".png").read_bytes().startswith(b"\x89PNG")
+    assert (out.parent / "report-steps.png").read_bytes().startswith(b"\x89PNG")
 
 
 def test_cli_plot_without_out_prints_and_writes_the_chart(published_run, tmp_path):
@@ -361,6 +363,17 @@ def test_cli_plot_without_out_prints_and_writes_the_chart(published_run, tmp_pat
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["models"]
     assert chart.read_bytes().startswith(b"\x89PNG")
+    assert (tmp_path / "chart-steps.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_cli_out_must_not_be_overwritten_by_a_chart(published_run, tmp_path):
+    out = tmp_path / "chart-steps.png"
+    result = CliRunner().invoke(
+        main, ["report", str(published_run), "--out", str(out), "--plot", str(tmp_path / "chart.png")]
+    )
+    assert result.exit_code == 1
+    assert result.output.startswith(f"Error: --out {out} and the step charts {out} are the same file")
+    assert not out.exists()
 
 
 def test_cli_without_out_or_plot_writes_no_chart(published_run, tmp_path, monkeypatch):

@@ -27,6 +27,7 @@ from titanbench.spec import POWER_TOLERANCE_W, QUANTIZATIONS, MatrixSpec, descri
 RESULTS_JSON = "results.json"
 RESULTS_MD = "RESULTS.md"
 RESULTS_PNG = "RESULTS.png"
+RESULTS_STEPS_PNG = "RESULTS-steps.png"
 PUBLISHED_SOURCE = (
     "PyTorch team, June 2025: torchtitan `benchmarks/asyncTP_llama3_h100_2025-06_torchtitan.md` at the pinned commit"
 )
@@ -695,11 +696,24 @@ def write_png(doc: dict, path: Path) -> None:
     write_bytes(path, render_png(doc))
 
 
+def steps_chart_path(chart: Path) -> Path:
+    """Where the per-config step charts go, next to the main chart: RESULTS.png -> RESULTS-steps.png."""
+    return chart.with_name(f"{chart.stem}-steps{chart.suffix or '.png'}")
+
+
+def write_steps_png(doc: dict, path: Path) -> None:
+    from titanbench.chart import render_steps_png
+
+    write_bytes(path, render_steps_png(doc))
+
+
 def write_all(run_dir: Path, **collect_kwargs: Any) -> dict:
-    """Write RUN_DIR/results.json, RESULTS.md and RESULTS.png (each atomically); return the document."""
+    """Write RUN_DIR/results.json, RESULTS.md, RESULTS.png and RESULTS-steps.png (each atomically); return the
+    document."""
     run_dir = Path(run_dir)
     doc = collect(run_dir, **collect_kwargs)
     write_json(run_dir / RESULTS_JSON, doc)
     write_text(run_dir / RESULTS_MD, render_markdown(doc))
     write_png(doc, run_dir / RESULTS_PNG)
+    write_steps_png(doc, run_dir / RESULTS_STEPS_PNG)
     return doc

@@ -5,7 +5,7 @@ import click
 from titanbench.atomic import write_text
 from titanbench.errors import TitanbenchError
 from titanbench.options import averaging_options
-from titanbench.report import collect, render_json, render_markdown, write_png
+from titanbench.report import collect, render_json, render_markdown, steps_chart_path, write_png, write_steps_png
 
 
 @click.command()
@@ -15,7 +15,8 @@ from titanbench.report import collect, render_json, render_markdown, write_png
 @click.option(
     "--plot",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Write the PNG chart here [default with --out: next to it, same name, .png].",
+    help="Write the PNG chart here [default with --out: next to it, same name, .png]; the per-config "
+    "step charts go next to it (NAME-steps.png).",
 )
 @averaging_options
 def report(
@@ -30,12 +31,14 @@ def report(
     \b
     Examples:
       titanbench report results/20250613T100000Z
-      titanbench report results/RUN --out RESULTS.md        # also writes RESULTS.png
+      titanbench report results/RUN --out RESULTS.md        # also RESULTS.png, RESULTS-steps.png
       titanbench report results/RUN --format json --profile-freq 100
     """
     chart = plot or (out.with_suffix(".png") if out else None)
-    if chart is not None and out is not None and chart.resolve() == out.resolve():
-        raise TitanbenchError(f"--out {out} and the chart {chart} are the same file: pick another --plot")
+    if chart is not None and out is not None:
+        for name, path in (("the chart", chart), ("the step charts", steps_chart_path(chart))):
+            if path.resolve() == out.resolve():
+                raise TitanbenchError(f"--out {out} and {name} {path} are the same file: pick another --plot")
     doc = collect(run_dir, warmup_steps=warmup_steps, profile_freq=profile_freq)
     text = render_markdown(doc) if fmt == "markdown" else render_json(doc)
     if out is None:
@@ -44,3 +47,4 @@ def report(
         write_text(out, text)
     if chart is not None:
         write_png(doc, chart)
+        write_steps_png(doc, steps_chart_path(chart))
