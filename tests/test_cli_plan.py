@@ -113,3 +113,96 @@ def test_a_token_in_the_environment_never_reaches_the_plan(tmp_path):
         )
         assert result.exit_code == 0, result.output
         assert token not in result.output
+
+
+# ---- the cost estimate (issue 14) ------------------------------------------------------------------
+
+STUB = ("--trainer", "tests.stand_in_trainer")
+
+
+def test_text_prints_each_configs_cost_and_the_matrix_cost():
+    result = invoke("--model", "70b", *STUB, "--torchtitan-dir", "/nonexistent")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    costs = [line for line in lines if line.startswith("cost (estimate from the published TPS")]
+    assert len(costs) == 6
+    # 16 x 8192 / (8 x 597.3) = 27.4 s; 200 steps = 1.5 h; x 256 GPUs = 390 GPU-hours.
+    assert costs[0].startswith("cost (estimate from the published TPS; compile and start-up aside): 27.4 s/step ")
+    assert (
+        "assumed from the spec: /nonexistent/torchtitan/models/llama3/train_configs/llama3_70b.toml not found"
+        in costs[0]
+    )
+    assert costs[0].endswith("x 200 steps = 1.5 h wall, 390 GPU-hours on 256 GPUs")
+    assert lines[-1] == (
+        "cost of llama3_70b (estimate from the published TPS; compile and start-up aside): "
+        "5.8 h wall, 1,484 GPU-hours on 256 GPUs"
+    )
+
+
+def test_json_carries_the_estimates():
+    result = invoke("--model", "all", "--format", "json", *STUB)
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    first = next(c for c in doc["configs"] if (c["model"], c["config"]) == ("llama3_8b", "vanilla-bf16"))
+    assert first["estimate"]["step_s"] == pytest.approx(12 * 8192 / (8 * 4378))
+    assert first["estimate"]["gpu_hours"] == pytest.approx(100 * first["estimate"]["step_s"] * 64 / 3600)
+    models = {m["model"]: m for m in doc["estimate"]["models"]}
+    assert models["llama3_70b"]["wall_s"] / 3600 == pytest.approx(5.8, abs=0.05)
+    assert models["llama3_70b"]["gpu_hours"] == pytest.approx(models["llama3_70b"]["wall_s"] * 256 / 3600)
+    assert doc["estimate"]["gpu_hours"] == pytest.approx(sum(m["gpu_hours"] for m in models.values()))
+    assert "estimate" in doc["estimate"]["label"]
+
+
+def test_seq_len_is_read_from_the_train_config_toml_when_present(tmp_path):
+    toml = tmp_path / "torchtitan" / "models" / "llama3" / "train_configs" / "llama3_70b.toml"
+    toml.parent.mkdir(parents=True)
+    toml.write_text("[training]\nlocal_batch_size = 8\nseq_len = 4096\n")
+    result = invoke("--model", "70b", "--format", "json", *STUB, "--torchtitan-dir", str(tmp_path))
+    cost = json.loads(result.stdout)["configs"][0]["estimate"]
+    # The toml's seq_len; the local batch size is still the flags' 16.
+    assert (cost["seq_len"], cost["local_batch_size"]) == (4096, 16)
+    assert cost["seq_len_source"] == f"from {toml}"
+    assert cost["step_s"] == pytest.approx(16 * 4096 / (8 * 597.3))
+
+
+def user_spec(tmp_path, seq_len_key: str, flags: str = "") -> str:
+    path = tmp_path / "mine.yaml"
+    path.write_text(
+        f"model: mine\ntitle: Mine\nparams: 1.0e9\ntrain_config: mine.toml\n{seq_len_key}"
+        "topology: {nodes: 1, gpus_per_node: 8, tp: 2, fsdp: 4}\n"
+        "heading: {gpu: H100, activation_checkpointing: none, local_batch_size: 4}\n"
+        f"common_flags: --parallelism.tensor_parallel_degree=2 --training.local-batch-size=4 {flags}\n"
+        "configs:\n  - {id: vanilla-bf16, tp_type: vanilla, quantization: bf16, steps: 50, published_tps: 1000}\n"
+    )
+    return str(path)
+
+
+def test_seq_len_set_by_the_flags_wins(tmp_path):
+    spec = user_spec(tmp_path, "seq_len: 2048\n", "--training.seq_len=2048")
+    result = invoke("--model", spec, "--format", "json", *STUB, "--torchtitan-dir", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    cost = json.loads(result.stdout)["configs"][0]["estimate"]
+    assert (cost["seq_len"], cost["seq_len_source"]) == (2048, "from the flags")
+    assert cost["step_s"] == pytest.approx(4 * 2048 / (2 * 1000))
+
+
+def test_a_spec_seq_len_that_contradicts_the_flags_is_one_error_line(tmp_path):
+    result = invoke("--model", user_spec(tmp_path, "seq_len: 8192\n", "--training.seq_len=2048"), *STUB)
+    assert result.exit_code == 1 and result.output.count("\n") == 1
+    assert "seq_len is 8192 but vanilla-bf16's flags run --training.seq_len=2048" in result.output
+
+
+def test_no_seq_len_anywhere_gives_no_estimate(tmp_path):
+    result = invoke("--model", user_spec(tmp_path, ""), *STUB, "--torchtitan-dir", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    assert "cost: no estimate (no seq len)" in result.stdout.splitlines()
+
+
+def test_the_smoke_has_no_published_tps_so_no_estimate():
+    result = invoke("--model", "smoke", "--device", "cpu", "--format", "json", *STUB)
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert all(c["estimate"] is None for c in doc["configs"])
+    assert doc["estimate"]["models"][0]["configs_estimated"] == 0
+    text = invoke("--model", "smoke", "--device", "cpu", *STUB).stdout.splitlines()
+    assert text[-1] == "cost of smoke: no estimate (no published TPS)"

@@ -19,6 +19,7 @@ TP_DEGREE_FLAG = "--parallelism.tensor_parallel_degree"
 STEPS_FLAG = "--training.steps"
 FLOAT8_FLAG = "--model.converters=float8"
 ROWWISE_FLAG = "--float8.recipe_name=rowwise"
+SEQ_LEN_FLAGS = ("--training.seq_len", "--training.seq-len")
 
 # A GPU power limit this close to a spec's `hardware.power_limit_w` counts as the same (doctor, report).
 POWER_TOLERANCE_W = 5.0
@@ -145,6 +146,9 @@ class MatrixSpec(_Strict):
     topology: Topology
     heading: Heading
     common_flags: ShellFlags
+    # The train-config toml's [training] seq_len (or the flags' where they set it): for `plan`'s cost
+    # estimate when the toml is not at hand. Checked against the flags when they set it.
+    seq_len: PositiveInt | None = None
     hardware: dict[str, str | int | float] = {}
     # Absent: CUDA only (the published matrices).
     cpu: CpuRun | None = None
@@ -205,6 +209,11 @@ class MatrixSpec(_Strict):
             raise ValueError(f"common_flags set {TP_DEGREE_FLAG}={tp} but topology.tp is {self.topology.tp}")
         if flag_value(args, STEPS_FLAG) is not None:
             raise ValueError(f"common_flags must not set {STEPS_FLAG}: steps are per config")
+        for config in self.configs:
+            for name in SEQ_LEN_FLAGS:
+                value = flag_value([*args, *config.flag_list], name)
+                if value is not None and self.seq_len is not None and value != str(self.seq_len):
+                    raise ValueError(f"seq_len is {self.seq_len} but {config.id}'s flags run {name}={value}")
         batch = flag_value(args, "--training.local-batch-size") or flag_value(args, "--training.local_batch_size")
         if batch is not None and batch != str(self.heading.local_batch_size):
             raise ValueError(

@@ -4,6 +4,7 @@ import shlex
 import click
 
 from titanbench.errors import TitanbenchError
+from titanbench.estimate import CostEstimate, config_line, estimate, matrix_summary, summary_lines
 from titanbench.options import locations_from, matrix_options, overrides_from, resolve_device
 from titanbench.plan import (
     DEFAULT_MASTER_PORT,
@@ -17,7 +18,7 @@ from titanbench.plan import (
 from titanbench.spec import resolve_models
 
 
-def _text(plan: ConfigPlan) -> str:
+def _text(plan: ConfigPlan, cost: CostEstimate | None) -> str:
     topo = plan.topology
     published = f"published {plan.published_tps:g} tps" if plan.published_tps else "no published number"
     units = "GPUs" if plan.device == "cuda" else "CPU processes"
@@ -32,6 +33,7 @@ def _text(plan: ConfigPlan) -> str:
         *(f"  {k}={v}  # {plan.env_reasons[k]}" for k, v in plan.env.items()),
         f"command (in {plan.workdir}):",
         "  " + shlex.join(plan.launcher_argv),
+        config_line(cost, plan),
     ]
     return "\n".join(lines)
 
@@ -48,8 +50,10 @@ def plan(node_rank, master_addr, master_port, run_id, validate, fmt, **options):
     """Expand a matrix into the exact torchrun + torchtitan launch of every config.
 
     Shows the published flags, the flags the bundle adds (with reasons), the environment and
-    every deviation from the published setup. Refuses topologies that would not be comparable
-    (FSDP 1 trains in fp32) or cannot fit in GPU memory.
+    every deviation from the published setup, and the expected cost per config and for the
+    matrix: wall time and GPU-hours from the published TPS (an estimate: a step takes local
+    batch x seq len / (TP x tps) seconds; compile and start-up aside). Refuses topologies that
+    would not be comparable (FSDP 1 trains in fp32) or cannot fit in GPU memory.
 
     \b
     Examples:
@@ -78,10 +82,15 @@ def plan(node_rank, master_addr, master_port, run_id, validate, fmt, **options):
         notes += validate_with_torchtitan(plans, torchtitan_dir=options["torchtitan_dir"])
     else:
         notes.append("torchtitan is not importable here: flags not checked by its ConfigManager (--validate)")
+    by_model = {spec.model: spec for spec in specs}
+    costs = [estimate(p, by_model[p.model], options["torchtitan_dir"]) for p in plans]
+    summary = matrix_summary([c for c in costs if c is not None], plans)
     if fmt == "json":
-        document = {"fingerprint": matrix_fingerprint(plans), "configs": [p.to_dict() for p in plans], "notes": notes}
+        configs = [{**p.to_dict(), "estimate": c.to_dict() if c else None} for p, c in zip(plans, costs, strict=True)]
+        document = {"fingerprint": matrix_fingerprint(plans), "configs": configs, "estimate": summary, "notes": notes}
         click.echo(json.dumps(document, indent=2))
         return
-    click.echo("\n\n".join(_text(p) for p in plans))
+    click.echo("\n\n".join(_text(p, c) for p, c in zip(plans, costs, strict=True)))
+    click.echo("\n" + "\n".join(summary_lines(summary)))
     for note in notes:
         click.echo(f"note: {note}", err=True)
