@@ -313,3 +313,19 @@ def test_a_node_that_passes_is_pointed_at_the_smoke_preflight_and_one_that_fails
     assert passed.exit_code == 0 and "next: `titanbench run --model smoke`" in passed.output
     monkeypatch.setattr(command, "run_checks", lambda **_: [Check("gpu.visible", "FAIL", "none", "install")])
     assert "--model smoke" not in CliRunner().invoke(main, ["doctor"]).output
+
+
+def test_free_disk_is_checked_where_run_writes_results(monkeypatch, tmp_path):
+    """doctor and run read the same setting (TITANBENCH_RESULTS), not two names for one idea."""
+    monkeypatch.setenv("TITANBENCH_RESULTS", str(tmp_path / "results"))
+    results = next(c for c in doctor.disk_checks() if c.name == "disk.results")
+    assert results.detail.endswith(f"free at {tmp_path} (results)")
+
+
+def test_the_reference_hardware_comes_from_the_published_specs():
+    from titanbench.spec import load_spec
+
+    spec = load_spec("70b")
+    assert doctor.reference() == doctor.Reference(
+        spec.heading.gpu, spec.hardware["gpus_per_host"], spec.hardware["power_limit_w"]
+    )

@@ -23,7 +23,9 @@ from contextlib import contextmanager
 from types import SimpleNamespace
 from typing import Any
 
-SUBSTITUTIONS_ENV = "TITANBENCH_CPU_SUBSTITUTIONS"
+from titanbench import settings
+
+SUBSTITUTIONS_ENV = settings.CPU_SUBSTITUTIONS
 
 # name -> what it replaces (shown as the deviation).
 SUBSTITUTIONS = {

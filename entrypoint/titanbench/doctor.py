@@ -11,18 +11,38 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
-from titanbench import assets, envinfo, gpuinfo
+from titanbench import assets, envinfo, gpuinfo, settings
 from titanbench.errors import TitanbenchError
 from titanbench.pins import pins
 from titanbench.spec import POWER_TOLERANCE_W
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
-# The reference: Grand Teton hosts with 8 x H100 capped at 500 W (reference-facts.md).
-REFERENCE_GPU = "H100"
-REFERENCE_GPUS_PER_NODE = 8
-REFERENCE_POWER_LIMIT_W = 500.0
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The published hardware, as the published matrices (runs/*.yaml) state it: typed once, there."""
+
+    gpu: str
+    gpus_per_node: int
+    power_limit_w: float
+
+
+@cache
+def reference() -> Reference:
+    from titanbench.spec import resolve_models
+
+    spec = resolve_models("all")[0]
+    return Reference(
+        gpu=spec.heading.gpu,
+        gpus_per_node=int(spec.hardware.get("gpus_per_host", spec.topology.gpus_per_node)),
+        power_limit_w=float(spec.hardware["power_limit_w"]),
+    )
+
+
 MIN_COMPUTE_CAPABILITY = (9, 0)
 # Symmetric memory (async TP) needs driver >= 535.
 MIN_DRIVER_MAJOR = 535
@@ -83,7 +103,7 @@ def gpu_checks(
     gpus = facts.gpus
     names = sorted({g.name for g in gpus})
     checks = [Check("gpu.visible", OK, f"{len(gpus)} GPU(s) via {facts.source}")]
-    wanted = expect_gpus or REFERENCE_GPUS_PER_NODE
+    wanted = expect_gpus or reference().gpus_per_node
     usable = len(gpus)
     if visible_devices is not None:
         usable = min(usable, len([d for d in visible_devices.split(",") if d.strip()]))
@@ -101,14 +121,14 @@ def gpu_checks(
         )
     else:
         checks.append(Check("gpu.count", OK, f"{usable} per node"))
-    if all(REFERENCE_GPU in name for name in names):
+    if all(reference().gpu in name for name in names):
         checks.append(Check("gpu.model", OK, ", ".join(names)))
     else:
         checks.append(
             Check(
                 "gpu.model",
                 WARN,
-                f"{', '.join(names)}; the reference is {REFERENCE_GPU} SXM",
+                f"{', '.join(names)}; the reference is {reference().gpu}",
                 "numbers from other GPUs are not comparable with the published table; the report flags it",
             )
         )
@@ -183,13 +203,13 @@ def _power_check(gpus: list[gpuinfo.Gpu]) -> Check:
     if not limits:
         return Check("gpu.power_limit", WARN, "power limit not reported", "check `nvidia-smi -q -d POWER`")
     shown = "/".join(f"{w:g} W" for w in limits)
-    if all(abs(w - REFERENCE_POWER_LIMIT_W) <= POWER_TOLERANCE_W for w in limits):
-        return Check("gpu.power_limit", OK, f"{shown} (reference {REFERENCE_POWER_LIMIT_W:g} W)")
+    if all(abs(w - reference().power_limit_w) <= POWER_TOLERANCE_W for w in limits):
+        return Check("gpu.power_limit", OK, f"{shown} (reference {reference().power_limit_w:g} W)")
     return Check(
         "gpu.power_limit",
         WARN,
-        f"{shown}; the reference GPUs were capped at {REFERENCE_POWER_LIMIT_W:g} W (a higher cap may run faster)",
-        f"to match the reference: sudo nvidia-smi -pl {REFERENCE_POWER_LIMIT_W:g} (the report records the cap)",
+        f"{shown}; the reference GPUs were capped at {reference().power_limit_w:g} W (a higher cap may run faster)",
+        f"to match the reference: sudo nvidia-smi -pl {reference().power_limit_w:g} (the report records the cap)",
     )
 
 
@@ -325,7 +345,7 @@ def pin_checks() -> list[Check]:
         checks.append(Check("pins.torchao", FAIL, f"torchao {ao['version']} ({seen}); the pin is {wanted}", USE_IMAGE))
     titan = report["torchtitan"]
     # The commit the image was built from (its TORCHTITAN_COMMIT build arg), when it is not the pin.
-    built = os.environ.get("TITANBENCH_TORCHTITAN_BUILT_COMMIT")
+    built = os.environ.get(settings.TORCHTITAN_BUILT_COMMIT)
     if titan["match"]:
         checks.append(Check("pins.torchtitan", OK, f"commit {titan['commit']} ({titan['source']})"))
     elif titan["commit"] is not None and titan["commit"] == built:
@@ -357,7 +377,7 @@ def configs_check() -> Check:
     from titanbench.plan import Locations, Overrides, Rendezvous, build_plan, validate_with_torchtitan
     from titanbench.spec import resolve_models
 
-    checkout = os.environ.get("TITANBENCH_TORCHTITAN_DIR")
+    checkout = os.environ.get(settings.TORCHTITAN_DIR)
     scratch = Path(tempfile.gettempdir()) / "titanbench-doctor"
     try:
         plans = build_plan(
@@ -388,7 +408,7 @@ def _has_content(path: Path) -> bool:
 
 def hf_token_source() -> str | None:
     """Where a Hugging Face token would come from (never the token itself)."""
-    for var in ("TITANBENCH_HF_TOKEN_FILE", "HF_TOKEN_PATH"):
+    for var in (settings.HF_TOKEN_FILE, "HF_TOKEN_PATH"):
         path = os.environ.get(var)
         if path and _has_content(Path(path).expanduser()):
             return f"file named by {var}"
@@ -401,7 +421,7 @@ def hf_token_source() -> str | None:
 
 def asset_checks() -> list[Check]:
     # torchtitan reads the tokenizer relative to the checkout `run` starts it in (the image sets the variable).
-    workdir = Path(os.environ.get("TITANBENCH_TORCHTITAN_DIR") or Path.cwd())
+    workdir = Path(os.environ.get(settings.TORCHTITAN_DIR) or Path.cwd())
     path = assets.tokenizer_path(workdir / assets.DEFAULT_TOKENIZER_DEST)
     fetch = (
         f"titanbench assets tokenizer --dest {workdir / assets.DEFAULT_TOKENIZER_DEST} "
@@ -426,7 +446,7 @@ def asset_checks() -> list[Check]:
 
 
 def dataset_check() -> Check:
-    local = os.environ.get("TITANBENCH_DATASET_PATH")
+    local = os.environ.get(settings.DATASET_PATH)
     stage = "titanbench assets c4 --dest DIR, then --dataset-path DIR"
     if local:
         shards = sorted(Path(local).glob("en/c4-train.*.json.gz"))
@@ -452,12 +472,14 @@ def dataset_check() -> Check:
 
 
 def disk_checks() -> list[Check]:
+    """Free space where `run` writes (settings: the results root and the compile caches) and the HF cache."""
     from huggingface_hub import constants
 
+    results = settings.results_root()
     places = {
-        "results": Path(os.environ.get("TITANBENCH_RESULTS_DIR", "results")),
+        "results": results,
         "hf_cache": Path(constants.HF_HOME),
-        "compile_cache": Path(tempfile.gettempdir()),
+        "compile_cache": settings.cache_root(results),
     }
     checks, seen = [], set()
     for what, path in places.items():

@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from titanbench import __version__, gpuinfo
+from titanbench import __version__, gpuinfo, settings
 from titanbench.pins import pins
 from titanbench.redact import is_secret_name, redact_env, redact_value
 
@@ -73,7 +73,7 @@ SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/
 # Written by the image build (when present): its OCI labels as a JSON object.
 IMAGE_LABELS_FILE = Path("/etc/titanbench/image-labels.json")
 # Set by the image; they identify it from inside.
-IMAGE_VARS = ("TITANBENCH_IMAGE", "TITANBENCH_BUILD_MODE")
+IMAGE_VARS = (settings.IMAGE, settings.BUILD_MODE)
 # Lower case by convention: systemd-nspawn, podman and enroot set `container=<runtime>`.
 CONTAINER_VAR = "container"
 
@@ -217,7 +217,7 @@ def torchtitan_commit(checkout: str | None = None) -> tuple[str | None, str]:
     else an editable install's directory), else pip's git record."""
     if checkout and not (Path(checkout) / "torchtitan" / "__init__.py").is_file():
         checkout = None  # a run's default `.` need not be torchtitan's tree
-    checkout = checkout or os.environ.get("TITANBENCH_TORCHTITAN_DIR") or _editable_checkout("torchtitan")
+    checkout = checkout or os.environ.get(settings.TORCHTITAN_DIR) or _editable_checkout("torchtitan")
     if checkout:
         try:
             done = subprocess.run(
@@ -239,7 +239,7 @@ def torchtitan_commit(checkout: str | None = None) -> tuple[str | None, str]:
 
 def build_mode() -> str | None:
     """The image's build mode (source|release); None outside titanbench's image (never guessed)."""
-    return os.environ.get("TITANBENCH_BUILD_MODE") or None
+    return os.environ.get(settings.BUILD_MODE) or None
 
 
 def pin_report(torchtitan_dir: str | None = None) -> dict[str, Any]:

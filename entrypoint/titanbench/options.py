@@ -6,6 +6,7 @@ from typing import Any
 
 import click
 
+from titanbench import settings
 from titanbench.errors import TitanbenchError
 from titanbench.plan import CPU_TRAINER, DATASETS, DEFAULT_GPU_MEM_GIB, DEFAULT_TRAINER, Locations, Overrides
 from titanbench.spec import DEVICES, Device, MatrixSpec
@@ -17,7 +18,7 @@ MATRIX_OPTIONS = [
         "model",
         default="all",
         show_default=True,
-        envvar="TITANBENCH_MODEL",
+        envvar=settings.MODEL,
         show_envvar=True,
         help="Model id (llama3_8b), alias (8b), 'all' (the published matrices), smoke, or the path of a spec file.",
     ),
@@ -39,7 +40,7 @@ MATRIX_OPTIONS = [
     click.option(
         "--dataset-path",
         type=click.Path(file_okay=False),
-        envvar="TITANBENCH_DATASET_PATH",
+        envvar=settings.DATASET_PATH,
         show_envvar=True,
         help="A pre-staged copy of C4 (see `titanbench assets c4`): same data, read locally.",
     ),
@@ -57,14 +58,14 @@ MATRIX_OPTIONS = [
         type=click.Choice(["auto", *DEVICES]),
         default="auto",
         show_default=True,
-        envvar="TITANBENCH_DEVICE",
+        envvar=settings.DEVICE,
         show_envvar=True,
         help="cuda, or cpu for a matrix that supports it (the smoke); auto: cuda when torch sees a GPU, "
         "else cpu where the matrix supports it.",
     ),
     click.option(
         "--trainer",
-        envvar="TITANBENCH_TRAINER",
+        envvar=settings.TRAINER,
         show_envvar=True,
         help=f"Python module torchrun runs [default: {DEFAULT_TRAINER}; on CPU {CPU_TRAINER}, which runs it]. "
         "For any other module (a fork, a test trainer) the checks that need torchtitan are skipped; reports say so.",
@@ -74,23 +75,23 @@ MATRIX_OPTIONS = [
         type=click.Path(file_okay=False, path_type=Path),
         default=".",
         show_default=True,
-        envvar="TITANBENCH_TORCHTITAN_DIR",
+        envvar=settings.TORCHTITAN_DIR,
         show_envvar=True,
         help="The torchtitan checkout torchrun runs in (train-config tomls, tokenizer paths are relative to it).",
     ),
     click.option(
         "--results",
         type=click.Path(file_okay=False, path_type=Path),
-        default="results",
+        default=str(settings.DEFAULT_RESULTS),
         show_default=True,
-        envvar="TITANBENCH_RESULTS",
+        envvar=settings.RESULTS,
         show_envvar=True,
         help="Results root; a run lives in RESULTS/RUN_ID.",
     ),
     click.option(
         "--cache-dir",
         type=click.Path(file_okay=False, path_type=Path),
-        envvar="TITANBENCH_CACHE_DIR",
+        envvar=settings.CACHE_DIR,
         show_envvar=True,
         help="Compile caches, one per config, kept across runs [default: RESULTS/cache].",
     ),
@@ -103,14 +104,14 @@ AVERAGING_OPTIONS = [
         type=click.IntRange(min=0),
         default=DEFAULT_WARMUP_STEPS,
         show_default=True,
-        envvar="TITANBENCH_WARMUP_STEPS",
+        envvar=settings.WARMUP_STEPS,
         show_envvar=True,
         help="Windows ending at or before this step are not averaged.",
     ),
     click.option(
         "--profile-freq",
         type=click.IntRange(min=1),
-        envvar="TITANBENCH_PROFILE_FREQ",
+        envvar=settings.PROFILE_FREQ,
         show_envvar=True,
         help="Treat steps F, 2F, ... as profiler trace dumps besides those the log reports "
         "(the windows ending there and the next ones are not averaged).",
@@ -167,6 +168,6 @@ def overrides_from(options: dict[str, Any]) -> Overrides:
 
 
 def locations_from(options: dict[str, Any], run_id: str) -> Locations:
-    results = Path(options["results"]).resolve()
-    cache = Path(options["cache_dir"]).resolve() if options["cache_dir"] else results / "cache"
+    results = settings.results_root(given=Path(options["results"]))
+    cache = settings.cache_root(results, given=Path(options["cache_dir"]) if options["cache_dir"] else None)
     return Locations(run_dir=results / run_id, cache_root=cache, torchtitan_dir=options["torchtitan_dir"].resolve())

@@ -10,9 +10,11 @@ import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from titanbench import settings
+
 MASK = "***"
 # Files holding the Hugging Face token: titanbench's own variable, then huggingface_hub's.
-TOKEN_FILE_VARS = ("TITANBENCH_HF_TOKEN_FILE", "HF_TOKEN_PATH")
+TOKEN_FILE_VARS = (settings.HF_TOKEN_FILE, "HF_TOKEN_PATH")
 # Values shorter than this are flags ("1", "true"), not credentials; replacing them in free text
 # would garble every number in the output.
 MIN_SECRET_LENGTH = 6

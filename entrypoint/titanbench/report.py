@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from titanbench import intervals, logparse, results, stats
+from titanbench import intervals, logparse, results, settings, stats
 from titanbench.atomic import write_bytes, write_json, write_text
 from titanbench.errors import TitanbenchError
 from titanbench.pins import stack_pins
@@ -423,7 +423,7 @@ def _build_mode(run: dict[str, Any], manifest: dict[str, Any] | None) -> str | N
     candidates = [
         run.get("build_mode"),
         (manifest.get("pins") or {}).get("mode") if isinstance(manifest.get("pins"), dict) else None,
-        (manifest.get("env") or {}).get("TITANBENCH_BUILD_MODE"),
+        (manifest.get("env") or {}).get(settings.BUILD_MODE),
     ]
     return next((c for c in candidates if isinstance(c, str) and c), None)
 

@@ -3,6 +3,7 @@ from pathlib import Path
 import click
 
 from titanbench import assets as staging
+from titanbench import settings
 from titanbench.redact import known_secrets, scrub
 
 
@@ -23,7 +24,7 @@ def assets() -> None:
     show_default=True, help=f"Folder that receives {staging.TOKENIZER_FILE} (torchtitan reads ./assets/tokenizer).",
 )  # fmt: skip
 @click.option(
-    "--hf-token-file", type=click.Path(dir_okay=False, path_type=Path), envvar="TITANBENCH_HF_TOKEN_FILE",
+    "--hf-token-file", type=click.Path(dir_okay=False, path_type=Path), envvar=settings.HF_TOKEN_FILE,
     show_envvar=True, help="File holding the Hugging Face token; default: HF_TOKEN, then huggingface_hub's login.",
 )  # fmt: skip
 @click.option("--repo", default=staging.TOKENIZER_REPO, show_default=True, help="Gated Llama 3.1 repo to read.")
@@ -50,7 +51,7 @@ def tokenizer(dest: Path, hf_token_file: Path | None, repo: str) -> None:
     help="C4 (en) train shards to stage, from 00000 (each ~320 MB, ~356k documents).",
 )  # fmt: skip
 @click.option(
-    "--hf-token-file", type=click.Path(dir_okay=False, path_type=Path), envvar="TITANBENCH_HF_TOKEN_FILE",
+    "--hf-token-file", type=click.Path(dir_okay=False, path_type=Path), envvar=settings.HF_TOKEN_FILE,
     show_envvar=True, help="File holding a Hugging Face token (optional: raises the hub's rate limits).",
 )  # fmt: skip
 def c4(dest: Path, shards: int, hf_token_file: Path | None) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
+from titanbench import settings
 from titanbench.atomic import write_text
 from titanbench.deploy import default_image, target
 from titanbench.deploy.k8s import DEFAULT_HF_SECRET, DEFAULT_RESULTS_PVC, FLAVORS, K8sOptions, render_manifest
@@ -21,7 +22,7 @@ _DNS_NAME = re.compile(r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9](
 MODEL = click.option(
     "--model",
     required=True,
-    envvar="TITANBENCH_MODEL",
+    envvar=settings.MODEL,
     show_envvar=True,
     help="Model id (llama3_8b), alias (8b) or the path of a spec file (every node must see it).",
 )
@@ -91,7 +92,7 @@ def deploy() -> None:
 @NODES
 @click.option(
     "--image",
-    envvar="TITANBENCH_IMAGE",
+    envvar=settings.IMAGE,
     show_envvar=True,
     help="Image for pyxis (`registry#repo:tag` or `repo:tag`) [default: the image built from the pins].",
 )
@@ -151,7 +152,7 @@ def slurm(model, nodes, image, sqsh, partition, account, time, no_container, ven
 @NODES
 @click.option(
     "--image",
-    envvar="TITANBENCH_IMAGE",
+    envvar=settings.IMAGE,
     show_envvar=True,
     help="Image in a registry the cluster pulls from [default: the image built from the pins].",
 )

@@ -3,6 +3,7 @@ from dataclasses import asdict
 
 import click
 
+from titanbench import settings
 from titanbench.doctor import FAIL, OK, WARN, run_checks
 from titanbench.redact import known_secrets, scrub
 
@@ -21,7 +22,7 @@ SMOKE_PREFLIGHT = (
     help="Only check torch/torchao/torchtitan against pin/versions.env and parse the published configs.",
 )  # fmt: skip
 @click.option(
-    "--expect-gpus", type=click.IntRange(min=1), envvar="TITANBENCH_EXPECT_GPUS", show_envvar=True,
+    "--expect-gpus", type=click.IntRange(min=1), envvar=settings.EXPECT_GPUS, show_envvar=True,
     help="GPUs per node the plan needs (a mismatch fails); default: warn unless 8, as the reference.",
 )  # fmt: skip
 def doctor(as_json: bool, no_gpu: bool, pins_only: bool, expect_gpus: int | None) -> None:
