@@ -129,3 +129,13 @@ def test_step_charts_have_one_panel_per_config(run_dir):
     # A config without windows still gets its panel, with its status.
     doc["models"][0]["configs"][0].update(summary=None, measured_tps=None, measured_tps_ci95=None, status="missing")
     assert decode(render_steps_png(doc)).shape == six.shape
+
+
+def test_a_config_whose_windows_were_all_dropped_still_gets_its_panel(run_dir):
+    """An interrupted run: only the warm-up window was logged (the runner reports at the end of `run`)."""
+    doc = collect(run_dir)
+    config = doc["models"][0]["configs"][0]
+    config["summary"]["used_steps"] = []
+    config.update(measured_tps=None, measured_tps_ci95=None, status="interrupted")
+    image = decode(render_steps_png(doc))
+    assert pixels_of(image, DROPPED_COLOUR) > 20

@@ -109,7 +109,7 @@ def _step_panel(ax: Any, config: dict[str, Any]) -> None:
     interval = config.get("measured_tps_ci95")
     average = config.get("measured_tps")
     # The scale follows the windows averaged: a warm-up window at a few tps would flatten them all.
-    focus = [tps for _, tps in used] + (list(interval) if interval else []) or [tps for _, tps in windows]
+    focus = [tps for _, tps in used] + (list(interval) if interval else []) or [w["tps"] for w in windows]
     low, high = min(focus), max(focus)
     pad = max((high - low) * 0.25, abs(high) * 0.01, 1e-9)
     bottom, top = low - pad, high + pad
