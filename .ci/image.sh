@@ -16,7 +16,8 @@ BASE_TAG="${TITANBENCH_CI_BASE_IMAGE:-titanbench-ci-base:bookworm}"
 TEST_BASE_TAG="${TITANBENCH_TEST_BASE_IMAGE:-titanbench-test-base:bookworm-minbase}"
 MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 # The test bundle, found by glob: its file name carries the pin, which only pin/versions.env may type.
-BUNDLE="${TITANBENCH_TORCHTITAN_BUNDLE:-$(ls ../shared/torchtitan/*.bundle 2>/dev/null | head -n 1 || true)}"
+bundles=(../shared/torchtitan/*.bundle)
+BUNDLE="${TITANBENCH_TORCHTITAN_BUNDLE:-${bundles[0]}}"
 # The bundle's one commit: the tree of the pin with generated c4_test data (its README.md).
 BUNDLE_COMMIT=4527e4e6098a56a9d32a3d057574e5f5d91c413a
 HOST_CA_BUNDLE="${HOST_CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}"
@@ -48,7 +49,7 @@ if ! $DOCKER image inspect "$BASE_TAG" >/dev/null 2>&1; then
 fi
 
 step "torchtitan served from $BUNDLE"
-[ -f "$BUNDLE" ] || fail "${BUNDLE:-../shared/torchtitan/*.bundle} is missing (the torchtitan test bundle, see ../shared/torchtitan/README.md)"
+[ -f "$BUNDLE" ] || fail "$BUNDLE is missing (the torchtitan test bundle, see ../shared/torchtitan/README.md)"
 git clone -q --bare "$BUNDLE" "$work/git/torchtitan.git"
 port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 git daemon --reuseaddr --base-path="$work/git" --export-all --listen=127.0.0.1 --port="$port" "$work/git" &
@@ -103,8 +104,51 @@ grep -q Traceback "$work/doctor.txt" && fail "doctor printed a traceback"
 [ "$status" -eq 1 ] || fail "doctor exited $status, expected 1"
 grep -q '^doctor: [0-9]* FAIL' "$work/doctor.txt" || fail "doctor printed no summary line"
 
+# The CPU smoke matrix through the host launcher, as a user without GPUs runs it: no GPU request and
+# no memlock limit (this dockerd may not raise it), results and caches in host directories. The
+# container runs as root, as this script does, so it can write them. Fresh compile caches: inductor
+# really compiles (g++ in the image), as on a user's first run.
 image_smoke() {
-  echo "smoke: wired by issue 10"
+  local run_id=ci-smoke status=0 start=$SECONDS port config
+  local run_dir="$work/results/$run_id"
+  # Host networking: torchrun's port and the driver's (the next one) must be free on this host.
+  port="$(python3 -c '
+import socket
+while True:
+    first, second = socket.socket(), socket.socket()
+    first.bind(("", 0))
+    try:
+        second.bind(("", first.getsockname()[1] + 1))
+    except OSError:
+        continue
+    print(first.getsockname()[1])
+    break')"
+  .venv/bin/titanbench docker --image "$IMAGE" --device cpu --model smoke \
+    --results "$work/results" --cache "$work/cache" -- --run-id "$run_id" --master-port "$port" || status=$?
+  echo "image: CPU smoke in $((SECONDS - start)) s, exit status $status"
+  if [ "$status" -ne 0 ]; then
+    for log in "$run_dir"/smoke/*/train.log; do
+      [ ! -f "$log" ] || { echo "--- ${log#"$run_dir/"}"; tail -n 30 "$log"; }
+    done
+    fail "the CPU smoke failed in the image"
+  fi
+  # What the user finds on the host.
+  [ -f "$run_dir/RESULTS.md" ] || fail "no RESULTS.md in the host's results directory ($run_dir)"
+  grep -E '^\| (Vanilla|Async) TP \||^\| (vanilla|async)-' "$run_dir/RESULTS.md"
+  for config in vanilla-bf16 async-bf16 vanilla-float8_tensorwise async-float8_tensorwise; do
+    grep -Eq "^\| $config \| .* \| ok \|\$" "$run_dir/RESULTS.md" || fail "RESULTS.md does not show $config ok"
+    python3 -c 'import json, sys; sys.exit(json.load(open(sys.argv[1])).get("evidence_checked") is not True)' \
+      "$run_dir/smoke/$config/result.json" || fail "$config: the async TP / float8 evidence was not checked"
+  done
+  for config in vanilla-float8_rowwise async-float8_rowwise; do
+    grep -Eq "^\| $config \| .* \| skipped: not run on cpu: row-wise float8 has no CPU path" "$run_dir/RESULTS.md" \
+      || fail "RESULTS.md does not show $config skipped with its reason"
+  done
+  [ -s "$run_dir/RESULTS.png" ] || fail "no RESULTS.png in $run_dir"
+  # The token reached the container as a mounted file; nothing it wrote may hold it.
+  status=0
+  grep -rlF -e "$HF_TOKEN" -e hf_ci_canary "$work/results" "$work/cache" || status=$?
+  [ "$status" -eq 1 ] || fail "the Hugging Face token is in the smoke's files listed above (or grep failed)"
 }
 step "CPU smoke (in the image)"
 image_smoke
