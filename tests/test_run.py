@@ -20,6 +20,7 @@ from click.testing import CliRunner
 from titanbench.cli import main
 from titanbench.coordinate import Coordinator
 from titanbench.launch import Outcome
+from titanbench.logparse import LogScan, scan_text
 from titanbench.pins import pins
 from titanbench.plan import ConfigPlan
 from titanbench.runner import archive_log, classify, previous_attempts
@@ -418,11 +419,11 @@ def _ok() -> Outcome:
     return Outcome("ok", 0, "", "t0", "t1", 1.0, 20, 100.0, [])
 
 
-def _log(*lines: str, loss: float = 8.5, steps: tuple[int, ...] = (1, 10, 20)) -> str:
+def _log(*lines: str, loss: float = 8.5, steps: tuple[int, ...] = (1, 10, 20)) -> LogScan:
     from logfactory import Metrics, metrics_message, titan_line
 
     metrics = [titan_line(metrics_message(Metrics(step=s, tps=100, loss=loss))) for s in steps]
-    return "\n".join([*(titan_line(line) for line in lines), *metrics])
+    return scan_text("\n".join([*(titan_line(line) for line in lines), *metrics]))
 
 
 def test_async_config_without_the_async_line_is_unverified():
@@ -465,7 +466,7 @@ def test_no_window_left_after_warm_up_and_profiler_dumps_is_no_data():
 def test_nan_loss_is_invalid_and_no_metrics_is_failed():
     status, reason = classify(_ok(), _log(loss=math.nan), _plan("vanilla", "bf16", trainer="x"))
     assert (status, reason) == ("invalid", "NaN loss at step 1, 10, 20")
-    status, reason = classify(_ok(), "no metrics here\n", _plan("vanilla", "bf16", trainer="x"))
+    status, reason = classify(_ok(), scan_text("no metrics here\n"), _plan("vanilla", "bf16", trainer="x"))
     assert status == "failed" and "no metrics line" in reason
 
 

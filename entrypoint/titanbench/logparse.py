@@ -8,7 +8,9 @@ found by name, never by column. Pure Python: no torch, matplotlib or docker.
 """
 
 import re
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
 
 # CSI escape sequences (colours and the like), as torchtitan's `Color` class emits them.
 _ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]")
@@ -24,7 +26,8 @@ def _field(name: str, value: str) -> re.Pattern[str]:
 
 _FIELD_NAMES = r"(?:loss|grad_norm|memory|tps|wps|tflops|mfu)"
 # Newer torchtitan also logs `validate step: N  loss: ...` lines: those are not training windows.
-_STEP = re.compile(rf"(?<![\w])(?<!validate )step:\s*(\d+)(?=\s+{_FIELD_NAMES}:)")
+# The literal comes first so that `re` scans for it at C speed; the look-behinds then check its left edge.
+_STEP = re.compile(rf"step:(?<![\w]step:)(?<!validate step:)\s*(\d+)(?=\s+{_FIELD_NAMES}:)")
 _LOSS = _field("loss", f"({_FLOAT})")
 _GRAD_NORM = _field("grad_norm", f"({_FLOAT})")
 _MEMORY = _field("memory", rf"({_NUMBER})\s*GiB(?:\s*\(\s*({_NUMBER})\s*%\s*\))?")
@@ -42,7 +45,7 @@ _FLOAT8_RECIPE = re.compile(r"Float8 training active with recipe (\w+)")
 _FLOAT8_TENSORWISE = re.compile(r"Float8 tensorwise scaled training active")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Window:
     """One metrics line: the window of steps ending at `step`. `tps` is tokens/s per GPU."""
 
@@ -93,45 +96,109 @@ def _window(step: int, segment: str) -> Window:
     )
 
 
-def iter_windows(text: str) -> list[Window]:
-    """Every metrics record in log order, duplicates included."""
-    clean = strip_ansi(text)
+def _line_records(clean: str, skip: Callable[[int], bool] = lambda step: False) -> list[Window]:
+    """The metrics records of one physical line (ANSI already stripped); a record never spans lines.
+    Records whose step `skip` rejects are not parsed (another rank's copy of a step already kept)."""
     starts = list(_STEP.finditer(clean))
     windows = []
     for index, match in enumerate(starts):
+        step = int(match.group(1))
+        if skip(step):
+            continue
         limit = starts[index + 1].start() if index + 1 < len(starts) else len(clean)
         end = _RECORD_START.search(clean, match.end(), limit)
         segment = clean[match.end() : end.start() if end else limit]
-        windows.append(_window(int(match.group(1)), segment))
+        windows.append(_window(step, segment))
     return windows
 
 
+@dataclass
+class LogScan:
+    """What one pass over a log keeps: its metrics records and the lines that matter, not the text.
+
+    Memory grows with the number of metrics records only, whatever else the log holds (NCCL INFO lines,
+    warnings, tracebacks)."""
+
+    # Per step, the record that counts: the first, unless it lost its tps to a record glued into it
+    # and a later copy has one.
+    kept: dict[int, Window] = field(default_factory=dict)
+    dumps: set[int] = field(default_factory=set)
+    async_tp: bool = False
+    float8_recipe: str | None = None  # the first `Float8 training active with recipe X`
+    float8_tensorwise: bool = False
+    has_text: bool = False  # anything but whitespace
+
+    def add(self, line: str) -> None:
+        if not self.has_text and line.strip():
+            self.has_text = True
+        # Cheap substring tests first: most lines of a real log are none of these.
+        if "\x1b" in line:
+            line = strip_ansi(line)
+        if "step" in line:
+            match = _STEP.search(line)
+            # Most metrics lines are another rank's copy of a step already kept: one search, no parse.
+            duplicate = match is not None and self._complete(int(match.group(1)))
+            if match is not None and not (duplicate and line.find("step:", match.end()) == -1):
+                for record in _line_records(line, self._complete):
+                    kept = self.kept.get(record.step)
+                    if kept is None or (kept.tps is None and record.tps is not None):
+                        self.kept[record.step] = record
+            if "Dumping profiler" in line:
+                self.dumps.update(int(step) for step in _TRACE_DUMP.findall(line))
+        if not self.async_tp and "Async Tensor Parallelism" in line:
+            self.async_tp = bool(_ASYNC_TP.search(line))
+        if "Float8" in line:
+            if self.float8_recipe is None and (recipe := _FLOAT8_RECIPE.search(line)):
+                self.float8_recipe = recipe.group(1)
+            self.float8_tensorwise = self.float8_tensorwise or bool(_FLOAT8_TENSORWISE.search(line))
+
+    def _complete(self, step: int) -> bool:
+        kept = self.kept.get(step)
+        return kept is not None and kept.tps is not None
+
+    def windows(self) -> list[Window]:
+        """One window per step, sorted by step (every rank prints the same step: see `kept`)."""
+        return [self.kept[step] for step in sorted(self.kept)]
+
+    def evidence(self) -> Evidence:
+        recipe = self.float8_recipe or ("tensorwise" if self.float8_tensorwise else None)
+        return Evidence(async_tp=self.async_tp, float8_recipe=recipe)
+
+
+def scan_lines(lines: Iterable[str]) -> LogScan:
+    scan = LogScan()
+    for line in lines:
+        scan.add(line)
+    return scan
+
+
+def scan_file(path: Path) -> LogScan:
+    """Stream a log file line by line (undecodable bytes replaced)."""
+    with open(path, encoding="utf-8", errors="replace") as lines:
+        return scan_lines(lines)
+
+
+def scan_text(text: str) -> LogScan:
+    return scan_lines(text.splitlines())
+
+
+def iter_windows(text: str) -> list[Window]:
+    """Every metrics record in log order, duplicates included."""
+    return [record for line in text.splitlines() for record in _line_records(strip_ansi(line))]
+
+
 def parse_windows(text: str) -> list[Window]:
-    """One window per step, sorted by step. Every rank prints the same step; the first record wins,
-    unless it lost its tps to a record glued into it and a later copy has one."""
-    first: dict[int, Window] = {}
-    for window in iter_windows(text):
-        kept = first.get(window.step)
-        if kept is None or (kept.tps is None and window.tps is not None):
-            first[window.step] = window
-    return [first[step] for step in sorted(first)]
+    """One window per step, sorted by step (see `LogScan.windows`)."""
+    return scan_text(text).windows()
 
 
 def trace_dump_steps(text: str) -> list[int]:
     """The steps after which torchtitan's profiler wrote a trace, as the log reports them."""
-    return sorted({int(step) for step in _TRACE_DUMP.findall(strip_ansi(text))})
+    return sorted(scan_text(text).dumps)
 
 
 def evidence(text: str) -> Evidence:
-    clean = strip_ansi(text)
-    recipe = _FLOAT8_RECIPE.search(clean)
-    if recipe:
-        float8_recipe: str | None = recipe.group(1)
-    elif _FLOAT8_TENSORWISE.search(clean):
-        float8_recipe = "tensorwise"
-    else:
-        float8_recipe = None
-    return Evidence(async_tp=bool(_ASYNC_TP.search(clean)), float8_recipe=float8_recipe)
+    return scan_text(text).evidence()
 
 
 def evidence_problems(tp_type: str | None, quantization: str | None, found: Evidence) -> list[str]:

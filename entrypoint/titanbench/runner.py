@@ -22,7 +22,7 @@ from titanbench import __version__, results
 from titanbench.coordinate import CARRY_ON
 from titanbench.errors import TitanbenchError
 from titanbench.launch import Limits, Outcome, Progress, Stop, launch, utc_now
-from titanbench.logparse import evidence, evidence_problems, parse_windows
+from titanbench.logparse import LogScan, evidence_problems, scan_file
 from titanbench.nodes import Explicit, Topology, discover
 from titanbench.options import locations_from, overrides_from, resolve_device
 from titanbench.pins import stack_pins
@@ -36,7 +36,7 @@ from titanbench.plan import (
 )
 from titanbench.redact import known_secrets, redact_env
 from titanbench.spec import resolve_models
-from titanbench.stats import summarize_log
+from titanbench.stats import summarize
 
 # Matrix options recorded in run.json that hold paths (JSON keeps them as strings).
 PATH_OPTIONS = ("torchtitan_dir", "results", "cache_dir", "dataset_path")
@@ -141,7 +141,7 @@ def _validate(plans: list[ConfigPlan], options: dict[str, Any]) -> list[str]:
     return validate_with_torchtitan(plans, torchtitan_dir=options["torchtitan_dir"], launching=True)
 
 
-def classify(outcome: Outcome, log_text: str, plan: ConfigPlan) -> tuple[str, str]:
+def classify(outcome: Outcome, log: LogScan, plan: ConfigPlan) -> tuple[str, str]:
     """(status, reason) of a finished config: torchrun's outcome, then what its log shows.
 
     A clean exit is not enough: the log must reach the planned step (else `incomplete`), leave at
@@ -150,7 +150,7 @@ def classify(outcome: Outcome, log_text: str, plan: ConfigPlan) -> tuple[str, st
     """
     if outcome.status != "ok":
         return outcome.status, outcome.reason
-    windows = parse_windows(log_text)
+    windows = log.windows()
     if not windows:
         return "failed", "torchrun exited 0 but the log holds no metrics line"
     nan_steps = [w.step for w in windows if w.loss is not None and math.isnan(w.loss)]
@@ -158,13 +158,13 @@ def classify(outcome: Outcome, log_text: str, plan: ConfigPlan) -> tuple[str, st
         return "invalid", f"NaN loss at step {', '.join(map(str, nan_steps))}"
     if windows[-1].step < plan.steps:
         return "incomplete", f"torchrun exited 0 but the log stops at step {windows[-1].step} of {plan.steps}"
-    summary = summarize_log(log_text)
+    summary = summarize(windows, dump_steps=log.dumps)
     if not summary.n:
         dropped = ", ".join(f"{step} ({why})" for step, why in sorted(summary.dropped.items()))
         return "no-data", f"no window is left to average: {dropped or 'none logged after the warm-up'}"
     if not plan.checks_torchtitan:
         return "ok", ""
-    problems = evidence_problems(plan.tp_type, plan.quantization, evidence(log_text))
+    problems = evidence_problems(plan.tp_type, plan.quantization, log.evidence())
     return ("unverified", "; ".join(problems)) if problems else ("ok", "")
 
 
@@ -469,7 +469,7 @@ class Leader:
             secrets=driver.secrets,
             on_stop=lambda signum: self._mark_interrupted(record, signum),
         )
-        status, reason = classify(outcome, log.read_text(errors="replace"), plan)
+        status, reason = classify(outcome, scan_file(log), plan)
         nodes = self.coordinator.collect(driver._stopped) if self.coordinator is not None else {}
         # A node that was interrupted, left or went silent cannot run the next config: the matrix stops.
         gone = ", ".join(f"node {rank} {s}" for rank, s in nodes.items() if s not in CARRY_ON)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from titanbench.errors import TitanbenchError
-from titanbench.logparse import Evidence, Window, evidence, parse_windows, trace_dump_steps
+from titanbench.logparse import Evidence, LogScan, Window, scan_file, scan_text
 
 DEFAULT_WARMUP_STEPS = 10
 
@@ -124,8 +124,8 @@ def summarize(
     )
 
 
-def _summarize_text(text: str, source: str, warmup_steps: int, profile_freq: int | None) -> Summary:
-    windows = parse_windows(text)
+def _summarize_scan(scan: LogScan, source: str, warmup_steps: int, profile_freq: int | None) -> Summary:
+    windows = scan.windows()
     if not windows:
         raise TitanbenchError(
             f"{source}: no torchtitan metric lines (expected lines like 'step: 10  loss: ...  tps: ...')"
@@ -134,31 +134,32 @@ def _summarize_text(text: str, source: str, warmup_steps: int, profile_freq: int
         windows,
         warmup_steps=warmup_steps,
         profile_freq=profile_freq,
-        dump_steps=trace_dump_steps(text),
-        log_evidence=evidence(text),
+        dump_steps=scan.dumps,
+        log_evidence=scan.evidence(),
     )
 
 
 def summarize_log(text: str, *, warmup_steps: int = DEFAULT_WARMUP_STEPS, profile_freq: int | None = None) -> Summary:
-    return _summarize_text(text, "log", warmup_steps, profile_freq)
+    return _summarize_scan(scan_text(text), "log", warmup_steps, profile_freq)
 
 
 def summarize_file(
     path: str | Path, *, warmup_steps: int = DEFAULT_WARMUP_STEPS, profile_freq: int | None = None
 ) -> Summary:
+    """Streams the log (memory grows with its metrics lines, not its size); a crashed rank's torn
+    multi-byte character is replaced, never hiding the metric lines."""
     path = Path(path)
     try:
-        data = path.read_bytes()
+        scan = scan_file(path)
     except FileNotFoundError:
         raise TitanbenchError(f"{path}: no such log file") from None
     except IsADirectoryError:
         raise TitanbenchError(f"{path}: is a directory, not a log file") from None
     except OSError as error:
         raise TitanbenchError(f"{path}: cannot read: {error.strerror or error}") from None
-    if not data.strip():
+    if not scan.has_text:
         raise TitanbenchError(f"{path}: the log file is empty")
-    # A crashed rank can leave a torn multi-byte character; it must not hide the metric lines.
-    return _summarize_text(data.decode("utf-8", errors="replace"), str(path), warmup_steps, profile_freq)
+    return _summarize_scan(scan, str(path), warmup_steps, profile_freq)
 
 
 def _cell(value: float | None, spec: str, suffix: str = "") -> str:
