@@ -23,7 +23,8 @@ from titanbench.launch import Outcome
 from titanbench.logparse import LogScan, scan_text
 from titanbench.pins import pins
 from titanbench.plan import ConfigPlan
-from titanbench.runner import archive_log, classify, previous_attempts
+from titanbench.results import archive_log, previous_attempts
+from titanbench.runner import classify
 
 TESTS = Path(__file__).resolve().parent
 SPEC = TESTS / "data" / "specs" / "stand_in.yaml"

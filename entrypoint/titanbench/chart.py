@@ -11,7 +11,7 @@ import io
 import textwrap
 from typing import Any
 
-from titanbench.report import QUANTIZATION_LABELS, TP_LABELS
+from titanbench.spec import QUANTIZATION_LABELS, TP_LABELS
 
 COLOURS = {"vanilla": "#ff7f0e", "async": "#1f77b4"}
 PUBLISHED_COLOUR = "#d62728"

@@ -14,11 +14,11 @@ import socket
 import subprocess
 import sys
 from dataclasses import asdict
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from titanbench import __version__, gpuinfo, settings
+from titanbench.clock import utc_now
 from titanbench.pins import pins
 from titanbench.redact import is_secret_name, redact_env, redact_value
 
@@ -319,7 +319,7 @@ def manifest(torchtitan_dir: str | None = None) -> dict[str, Any]:
     return {
         "schema": SCHEMA,
         "titanbench": __version__,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": utc_now(),
         "host": host(),
         "gpu": asdict(facts) if facts else None,
         "rdma": [asdict(port) for port in ports] or None,

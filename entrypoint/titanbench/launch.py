@@ -18,11 +18,11 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TextIO
 
 from titanbench.atomic import write_text
+from titanbench.clock import utc_now
 from titanbench.logparse import iter_windows
 from titanbench.plan import ConfigPlan
 from titanbench.redact import scrub
@@ -30,10 +30,6 @@ from titanbench.redact import scrub
 TAIL_LINES = 30
 POLL_SECONDS = 0.2
 DEFAULT_GRACE_SECONDS = 30.0
-
-
-def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 @dataclass(frozen=True)

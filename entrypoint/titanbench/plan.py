@@ -356,6 +356,25 @@ def _tyro_message(output: str) -> str:
     return " ".join(meaningful[:2]) or "rejected"
 
 
+def check_with_torchtitan(
+    plans: list[ConfigPlan], torchtitan_dir: Path | None, *, required: bool = False, launching: bool = False
+) -> list[str]:
+    """torchtitan's own parser over every plan when it applies, else one note saying why not.
+
+    A trainer other than torchtitan's skips the check (and the log evidence checks), unless the check
+    is `required` (`plan --validate`), which then fails. Before a launch the check is never optional."""
+    if not all(plan.checks_torchtitan for plan in plans):
+        trainer = plans[0].trainer if plans else "?"
+        if required:
+            raise TitanbenchError(
+                f"--validate: trainer {trainer} is not torchtitan's: its ConfigManager cannot vouch for it"
+            )
+        return [f"trainer {trainer}: torchtitan's config check and the log evidence checks are skipped"]
+    if required or launching or torchtitan_available():
+        return validate_with_torchtitan(plans, torchtitan_dir=torchtitan_dir, launching=launching)
+    return ["torchtitan is not importable here: flags not checked by its ConfigManager (--validate)"]
+
+
 def validate_with_torchtitan(
     plans: list[ConfigPlan], *, torchtitan_dir: Path | None = None, launching: bool = False
 ) -> list[str]:

@@ -22,7 +22,15 @@ from titanbench import intervals, logparse, results, settings, stats
 from titanbench.atomic import write_bytes, write_json, write_text
 from titanbench.errors import TitanbenchError
 from titanbench.pins import stack_pins
-from titanbench.spec import POWER_TOLERANCE_W, QUANTIZATIONS, MatrixSpec, describe_error, resolve_models
+from titanbench.spec import (
+    POWER_TOLERANCE_W,
+    QUANTIZATION_LABELS,
+    QUANTIZATIONS,
+    TP_LABELS,
+    MatrixSpec,
+    describe_error,
+    resolve_models,
+)
 
 RESULTS_JSON = "results.json"
 RESULTS_MD = "RESULTS.md"
@@ -31,12 +39,6 @@ RESULTS_STEPS_PNG = "RESULTS-steps.png"
 PUBLISHED_SOURCE = (
     "PyTorch team, June 2025: torchtitan `benchmarks/asyncTP_llama3_h100_2025-06_torchtitan.md` at the pinned commit"
 )
-TP_LABELS = {"vanilla": "Vanilla TP", "async": "Async TP"}
-QUANTIZATION_LABELS = {
-    "bf16": "None (bfloat16)",
-    "float8_tensorwise": "float8 tensorwise",
-    "float8_rowwise": "float8 rowwise",
-}
 # Statuses whose numbers count (an unverified run keeps its number, marked as such).
 COUNTED = ("ok", "unverified")
 MISSING = "missing"

@@ -10,6 +10,7 @@ Every JSON file is written atomically; a finished `ok` result is never overwritt
 """
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -87,3 +88,22 @@ def discover(run_dir: Path) -> list[tuple[str, str]]:
         for path in run_dir.glob(pattern)
     }
     return sorted(found)
+
+
+def archive_log(path: Path) -> str | None:
+    """Keep an earlier attempt's log as `<name>.attempt<N>` (first free N); return the new name."""
+    if not path.exists():
+        return None
+    number = 1
+    while path.with_name(f"{path.name}.attempt{number}").exists():
+        number += 1
+    target = path.with_name(f"{path.name}.attempt{number}")
+    path.rename(target)
+    return target.name
+
+
+def previous_attempts(path: Path) -> list[str]:
+    """The archived logs of `path`, oldest attempt first."""
+    numbered = re.compile(re.escape(path.name) + r"\.attempt(\d+)")
+    found = {int(m[1]): p.name for p in path.parent.glob(f"{path.name}.*") if (m := numbered.fullmatch(p.name))}
+    return [found[number] for number in sorted(found)]

@@ -8,20 +8,19 @@ through `titanbench.coordinate` and only keep their own logs (`node<R>.log`).
 import contextlib
 import math
 import os
-import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
 import click
 
 from titanbench import __version__, results
+from titanbench.clock import run_id_now, utc_now
 from titanbench.coordinate import CARRY_ON
 from titanbench.errors import TitanbenchError
-from titanbench.launch import Limits, Outcome, Progress, Stop, launch, utc_now
+from titanbench.launch import Limits, Outcome, Progress, Stop, launch
 from titanbench.logparse import LogScan, evidence_problems, scan_file
 from titanbench.nodes import Explicit, Topology, discover
 from titanbench.options import locations_from, overrides_from, resolve_device
@@ -30,9 +29,9 @@ from titanbench.plan import (
     ConfigPlan,
     Rendezvous,
     build_plan,
+    check_with_torchtitan,
     matrix_fingerprint,
     topology_for,
-    validate_with_torchtitan,
 )
 from titanbench.redact import known_secrets, redact_env
 from titanbench.spec import resolve_models
@@ -135,12 +134,6 @@ def _plans(options: dict[str, Any], topology: Topology, run_dir: Path) -> list[C
     )
 
 
-def _validate(plans: list[ConfigPlan], options: dict[str, Any]) -> list[str]:
-    if not all(plan.checks_torchtitan for plan in plans):
-        return [f"trainer {options['trainer']}: torchtitan's config check and the log evidence checks are skipped"]
-    return validate_with_torchtitan(plans, torchtitan_dir=options["torchtitan_dir"], launching=True)
-
-
 def classify(outcome: Outcome, log: LogScan, plan: ConfigPlan) -> tuple[str, str]:
     """(status, reason) of a finished config: torchrun's outcome, then what its log shows.
 
@@ -166,25 +159,6 @@ def classify(outcome: Outcome, log: LogScan, plan: ConfigPlan) -> tuple[str, str
         return "ok", ""
     problems = evidence_problems(plan.tp_type, plan.quantization, log.evidence())
     return ("unverified", "; ".join(problems)) if problems else ("ok", "")
-
-
-def archive_log(path: Path) -> str | None:
-    """Keep an earlier attempt's log as `<name>.attempt<N>` (first free N); return the new name."""
-    if not path.exists():
-        return None
-    number = 1
-    while path.with_name(f"{path.name}.attempt{number}").exists():
-        number += 1
-    target = path.with_name(f"{path.name}.attempt{number}")
-    path.rename(target)
-    return target.name
-
-
-def previous_attempts(path: Path) -> list[str]:
-    """The archived logs of `path`, oldest attempt first."""
-    numbered = re.compile(re.escape(path.name) + r"\.attempt(\d+)")
-    found = {int(m[1]): p.name for p in path.parent.glob(f"{path.name}.*") if (m := numbered.fullmatch(p.name))}
-    return [found[number] for number in sorted(found)]
 
 
 def _manifest(torchtitan_dir: Path) -> dict[str, Any]:
@@ -256,14 +230,14 @@ class Driver:
     def _run_dir(self, options: dict[str, Any], run_id: str | None) -> Path:
         if self.request.resume:
             return self.request.resume.resolve()
-        run_id = run_id or datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        run_id = run_id or run_id_now()
         return Path(options["results"]).resolve() / run_id
 
     def _prepare(self, options: dict[str, Any], topology: Topology, run_dir: Path):
         if not Path(options["torchtitan_dir"]).is_dir():
             raise TitanbenchError(f"--torchtitan-dir {options['torchtitan_dir']}: no such directory")
         plans = _plans(options, topology, run_dir)
-        notes = _validate(plans, options)
+        notes = check_with_torchtitan(plans, options["torchtitan_dir"], launching=True)
         for note in notes:
             _say(self.out, f"note: {note}")
         return plans, matrix_fingerprint(plans), notes
@@ -327,7 +301,7 @@ class Follower:
                 raise TitanbenchError(f"node 0 has moved past {decision['config']}: it stopped waiting for this node")
             plan = self.plans[decision["config"]]
             log = results.log_path(self.run_dir, plan.model, plan.config, self.topology.node_rank)
-            archive_log(log)
+            results.archive_log(log)
             progress = Progress(driver.out, decision["index"], decision["total"], decision["config"], plan.steps)
             outcome = launch(plan, log, driver.request.limits, driver.stop, progress, secrets=driver.secrets)
             progress.finish(outcome.status)
@@ -447,7 +421,7 @@ class Leader:
         if self.coordinator is not None:
             self.coordinator.announce({"config": key, "index": index, "total": total})
         log = results.log_path(self.run_dir, plan.model, plan.config)
-        archive_log(log)
+        results.archive_log(log)
         previous = results.read_result(self.run_dir, plan.model, plan.config) or {}
         record = {
             "model": plan.model,
@@ -455,7 +429,7 @@ class Leader:
             "steps": plan.steps,
             "attempt": int(previous.get("attempt", 0)) + 1,
             "log": log.name,
-            "previous_logs": previous_attempts(log),
+            "previous_logs": results.previous_attempts(log),
             "evidence_checked": plan.checks_torchtitan,
             "fingerprint": plan.fingerprint,
         }

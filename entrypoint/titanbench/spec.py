@@ -29,6 +29,13 @@ DEVICES: tuple[Device, ...] = ("cuda", "cpu")
 TpType = Literal["vanilla", "async"]
 Quantization = Literal["bf16", "float8_tensorwise", "float8_rowwise"]
 QUANTIZATIONS: tuple[Quantization, ...] = ("bf16", "float8_tensorwise", "float8_rowwise")
+# How reports and charts name them, in the published table's words.
+TP_LABELS = {"vanilla": "Vanilla TP", "async": "Async TP"}
+QUANTIZATION_LABELS = {
+    "bf16": "None (bfloat16)",
+    "float8_tensorwise": "float8 tensorwise",
+    "float8_rowwise": "float8 rowwise",
+}
 
 
 def split_flags(flags: str) -> list[str]:

@@ -3,7 +3,6 @@ import shlex
 
 import click
 
-from titanbench.errors import TitanbenchError
 from titanbench.estimate import CostEstimate, config_line, estimate, matrix_summary, summary_lines
 from titanbench.options import locations_from, matrix_options, overrides_from, resolve_device
 from titanbench.plan import (
@@ -11,9 +10,8 @@ from titanbench.plan import (
     ConfigPlan,
     Rendezvous,
     build_plan,
+    check_with_torchtitan,
     matrix_fingerprint,
-    torchtitan_available,
-    validate_with_torchtitan,
 )
 from titanbench.spec import resolve_models
 
@@ -71,17 +69,7 @@ def plan(node_rank, master_addr, master_port, run_id, validate, fmt, **options):
         trainer=options["trainer"],
         device=resolve_device(options["device"], specs),
     )
-    notes = []
-    if not all(p.checks_torchtitan for p in plans):
-        if validate:
-            raise TitanbenchError(
-                f"--validate: trainer {options['trainer']} is not torchtitan's: its ConfigManager cannot vouch for it"
-            )
-        notes.append(f"trainer {options['trainer']}: torchtitan's config check skipped")
-    elif validate or torchtitan_available():
-        notes += validate_with_torchtitan(plans, torchtitan_dir=options["torchtitan_dir"])
-    else:
-        notes.append("torchtitan is not importable here: flags not checked by its ConfigManager (--validate)")
+    notes = check_with_torchtitan(plans, options["torchtitan_dir"], required=validate)
     by_model = {spec.model: spec for spec in specs}
     costs = [estimate(p, by_model[p.model], options["torchtitan_dir"]) for p in plans]
     summary = matrix_summary([c for c in costs if c is not None], plans)
