@@ -282,7 +282,7 @@ def test_run_json_gives_measured_topology_deviations_and_environment(tmp_path):
     assert configs["async-float8_rowwise"]["status"] == "missing"
 
     environment = {row[0]: row[1:] for row in table(section(markdown, spec.model), "|  | This run |")}
-    assert environment["GPU"] == ["NVIDIA H200", "H100 SXM, 96 GB HBM2e, 2.4 TB/s", "**differs**"]
+    assert environment["GPU"] == ["NVIDIA H200", "H100, 96 GB HBM2e, 2.4 TB/s", "**differs**"]
     assert environment["GPUs"] == ["16", "64", "**differs**"]
     assert environment["Power limit (W)"] == ["700", "500", "**differs**"]
     assert environment["Intra-node"][0] == "NVLink between all 8 GPUs" and environment["Intra-node"][2] == "same"

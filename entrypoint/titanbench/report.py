@@ -37,7 +37,9 @@ RESULTS_MD = "RESULTS.md"
 RESULTS_PNG = "RESULTS.png"
 RESULTS_STEPS_PNG = "RESULTS-steps.png"
 PUBLISHED_SOURCE = (
-    "PyTorch team, June 2025: torchtitan `benchmarks/asyncTP_llama3_h100_2025-06_torchtitan.md` at the pinned commit"
+    "PyTorch team, June 2025: torchtitan `benchmarks/asyncTP_llama3_h100_2025-06_torchtitan.md`, merged in "
+    "2887250 (2025-06-16, PR 1299, two commits after the pinned torchtitan); commands, step counts and the "
+    "table shape below from the PR's draft commits (5ecb74e, 8b6770a)"
 )
 # Statuses whose numbers count (an unverified run keeps its number, marked as such).
 COUNTED = ("ok", "unverified")
