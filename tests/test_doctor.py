@@ -7,6 +7,7 @@ import pynvml
 import pytest
 from click.testing import CliRunner
 
+from conftest import skip_on_this_hardware
 from fake_hub import serving
 from fake_nvml import IBV, FakeNvml, all_pairs, h100, nvml_8x_h100, sample_runner
 from titanbench import assets, doctor, gpuinfo
@@ -235,7 +236,7 @@ def secrets_set(clean_hf, monkeypatch, tmp_path):
 def test_doctor_on_this_machine_fails_clearly_without_traceback_or_secrets(secrets_set):
     result = CliRunner().invoke(main, ["doctor"])
     if "OK    gpu.visible" in result.output:
-        pytest.skip("this machine has GPUs")
+        skip_on_this_hardware("this machine has GPUs")
     assert result.exit_code == 1
     assert result.exception is None or isinstance(result.exception, SystemExit)
     assert "Traceback" not in result.output

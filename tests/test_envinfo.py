@@ -5,6 +5,7 @@ import subprocess
 import pytest
 from click.testing import CliRunner
 
+from conftest import skip_on_this_hardware
 from fake_dists import install_fake_dist
 from titanbench import envinfo
 from titanbench.cli import main
@@ -168,6 +169,6 @@ def test_nccl_version_from_the_nccl_wheel_when_torch_has_no_cuda(site):
     import torch
 
     if torch.version.cuda:
-        pytest.skip("a CUDA torch reports its own NCCL")
+        skip_on_this_hardware("a CUDA torch reports its own NCCL")
     install_fake_dist(site, "nvidia-nccl-cu12", "2.21.5")
     assert envinfo.nccl_version() == ("2.21.5", "pip package nvidia-nccl-cu12")

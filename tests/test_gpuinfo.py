@@ -3,6 +3,7 @@ from pathlib import Path
 import pynvml
 import pytest
 
+from conftest import skip_on_this_hardware
 from fake_nvml import H100_Q, H100_QUERY, H100_TOPO, IBV, PCIE_TOPO, FakeNvml, h100, nvml_8x_h100, sample_runner
 from titanbench import gpuinfo
 
@@ -41,7 +42,7 @@ def test_nvml_without_gpus_is_unavailable():
 def test_real_pynvml_on_a_machine_without_driver_reports_why():
     facts, reason = gpuinfo.gpu_facts(run=lambda argv: (_ for _ in ()).throw(gpuinfo.Unavailable("nvidia-smi: gone")))
     if facts is not None:
-        pytest.skip("this machine has an NVIDIA driver")
+        skip_on_this_hardware("this machine has an NVIDIA driver")
     assert reason.startswith("NVML: ")
     assert reason.endswith("nvidia-smi: gone")
 

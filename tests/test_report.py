@@ -600,3 +600,18 @@ def test_too_few_windows_give_no_interval_and_say_why(tmp_path):
     assert rows[("Vanilla TP", "None (bfloat16)")][0] == f"{configs['vanilla-bf16']['measured_tps']:.1f}"
     assert f"- vanilla-bf16: {no_interval_reason(3)}" in markdown.splitlines()
     assert "- async-bf16: no speedup interval (its vanilla baseline has none)" in markdown.splitlines()
+
+
+def test_a_speedup_divides_measured_by_measured_never_by_a_published_number(tmp_path):
+    """Measured differs from published on both sides: async 600 over vanilla 500 is 1.20 (dividing by the
+    published vanilla 597.3 would give 1.00, by the published async 652.4 the wrong ratio again)."""
+    spec = load_spec("70b")
+    run_dir = tmp_path / "run"
+    measured = {"vanilla-bf16": 500.0, "async-bf16": 600.0}
+    for config_id, tps in measured.items():
+        folder = run_dir / spec.model / config_id
+        folder.mkdir(parents=True)
+        (folder / "train.log").write_text(config_log(spec, config_id, tps))
+    configs = {c["config"]: c for c in collect(run_dir)["models"][0]["configs"]}
+    assert configs["async-bf16"]["speedup"] == pytest.approx(600.0 / 500.0)
+    assert configs["async-bf16"]["ratio"] == pytest.approx(600.0 / 652.4)
