@@ -44,11 +44,11 @@ NODE_RANK ?=
 MASTER_ADDR ?=
 # Any other `titanbench run` options, e.g. ARGS="--nodes 1 --tp 4" on a single node.
 ARGS ?=
-RUN_FLAGS = $(if $(MODEL),--model $(MODEL)) $(if $(MODE),--mode $(MODE))
+RUN_FLAGS = $(if $(MODEL),--model $(MODEL)) $(if $(MODE),--mode $(MODE)) $(if $(DEVICE),--device $(DEVICE))
 RUN_ARGS = $(if $(NNODES),--nodes $(NNODES)) $(if $(NODE_RANK),--node-rank $(NODE_RANK)) \
 	$(if $(MASTER_ADDR),--master-addr $(MASTER_ADDR)) $(ARGS)
 
-run:  ## Run the benchmark in the image on this host: make run MODEL=70b [NNODES= NODE_RANK= MASTER_ADDR= ARGS= MODE=]
+run:  ## Run the benchmark in the image on this host: make run MODEL=70b [NNODES= NODE_RANK= MASTER_ADDR= ARGS= MODE= DEVICE=]
 	$(TITANBENCH) docker $(RUN_FLAGS) -- $(RUN_ARGS)
 
 push:  ## Tag and push the image: make push REGISTRY=registry.example.com/team [MODE=source|release]
