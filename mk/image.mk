@@ -1,7 +1,7 @@
 # The image: build (source or release mode), run, push, enroot, lint, and the requirements lock.
 # Every pin reaches `docker build` as a --build-arg taken from pin/versions.env (override any on
 # the command line, e.g. `make image MAX_JOBS=16`). The image name is defined once, in
-# titanbench/docker.py, and asked for here.
+# titanbench/container.py, and asked for here.
 
 include pin/versions.env
 

@@ -9,12 +9,12 @@ import pytest
 from click.testing import CliRunner
 
 from fake_hub import FakeHub, serving
-from titanbench import assets
+from titanbench import staging
 from titanbench.cli import main
 from tokenizer_files import write_tiktoken_file
 
 TOKEN = "hf_" + "Tk9" * 12
-REPO = assets.TOKENIZER_REPO
+REPO = staging.TOKENIZER_REPO
 TITANBENCH = str(Path(sys.executable).parent / "titanbench")
 
 
@@ -27,7 +27,7 @@ def hub():
 @pytest.fixture(scope="module")
 def llama_tokenizer(tmp_path_factory) -> bytes:
     path = tmp_path_factory.mktemp("tok") / "tokenizer.model"
-    return write_tiktoken_file(path, assets.LLAMA3_BASE_RANKS).read_bytes()
+    return write_tiktoken_file(path, staging.LLAMA3_BASE_RANKS).read_bytes()
 
 
 def run_cli(args: list[str], hub: FakeHub, cwd: Path, **env: str) -> subprocess.CompletedProcess:
@@ -45,7 +45,7 @@ def assert_token_nowhere(token: str, result: subprocess.CompletedProcess, root: 
 
 
 def test_downloads_verifies_and_keeps_the_tokenizer(hub, tmp_path, llama_tokenizer):
-    hub.files[f"{REPO}/{assets.TOKENIZER_FILE}"] = llama_tokenizer
+    hub.files[f"{REPO}/{staging.TOKENIZER_FILE}"] = llama_tokenizer
     first = run_cli(["assets", "tokenizer"], hub, tmp_path, HF_TOKEN=TOKEN)
     assert first.returncode == 0, first.stderr
     target = tmp_path / "assets" / "tokenizer" / "original" / "tokenizer.model"
@@ -63,8 +63,8 @@ def test_downloads_verifies_and_keeps_the_tokenizer(hub, tmp_path, llama_tokeniz
 
 
 def test_invalid_file_in_place_is_replaced(hub, tmp_path, llama_tokenizer):
-    hub.files[f"{REPO}/{assets.TOKENIZER_FILE}"] = llama_tokenizer
-    target = write_tiktoken_file(tmp_path / "tok" / assets.TOKENIZER_FILE, 256)
+    hub.files[f"{REPO}/{staging.TOKENIZER_FILE}"] = llama_tokenizer
+    target = write_tiktoken_file(tmp_path / "tok" / staging.TOKENIZER_FILE, 256)
     result = run_cli(["assets", "tokenizer", "--dest", "tok"], hub, tmp_path, HF_TOKEN=TOKEN)
     assert result.returncode == 0, result.stderr
     assert target.read_bytes() == llama_tokenizer
@@ -100,18 +100,18 @@ def test_404_is_one_clear_line(hub, tmp_path):
     result = run_cli(["assets", "tokenizer", "--repo", "someone/empty"], hub, tmp_path, HF_TOKEN=TOKEN)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
-        f"Error: someone/empty: {assets.TOKENIZER_FILE} not found (HTTP 404) at {hub.url}/someone/empty: "
+        f"Error: someone/empty: {staging.TOKENIZER_FILE} not found (HTTP 404) at {hub.url}/someone/empty: "
         "check the repo id and file name."
     ]
 
 
 def test_wrong_rank_count_fails_and_leaves_nothing(hub, tmp_path):
     small = write_tiktoken_file(tmp_path / "small.model", 1000).read_bytes()
-    hub.files[f"{REPO}/{assets.TOKENIZER_FILE}"] = small
+    hub.files[f"{REPO}/{staging.TOKENIZER_FILE}"] = small
     result = run_cli(["assets", "tokenizer", "--dest", "out"], hub, tmp_path, HF_TOKEN=TOKEN)
     assert result.returncode == 1
     assert "1,000 base ranks, expected 128,000" in result.stderr
-    assert not (tmp_path / "out" / assets.TOKENIZER_FILE).exists()
+    assert not (tmp_path / "out" / staging.TOKENIZER_FILE).exists()
 
 
 def c4_shard(name: str) -> bytes:
@@ -122,10 +122,10 @@ def c4_shard(name: str) -> bytes:
 
 
 def test_c4_stages_shards_once(hub, tmp_path):
-    wanted = assets.c4_files(2)
+    wanted = staging.c4_files(2)
     assert "en/c4-train.00001-of-01024.json.gz" in wanted
     for name in wanted:
-        hub.files[f"datasets/{assets.C4_REPO}/{name}"] = c4_shard(name)
+        hub.files[f"datasets/{staging.C4_REPO}/{name}"] = c4_shard(name)
     first = run_cli(["assets", "c4", "--dest", "c4", "--shards", "2"], hub, tmp_path)
     assert first.returncode == 0, first.stderr
     for name in wanted:
@@ -140,8 +140,8 @@ def test_c4_stages_shards_once(hub, tmp_path):
 @pytest.mark.torchtitan
 def test_staged_c4_loads_the_way_torchtitan_reads_dataset_path(hub, tmp_path):
     pytest.importorskip("datasets")  # installed with torchtitan
-    for name in assets.c4_files(2):
-        hub.files[f"datasets/{assets.C4_REPO}/{name}"] = c4_shard(name)
+    for name in staging.c4_files(2):
+        hub.files[f"datasets/{staging.C4_REPO}/{name}"] = c4_shard(name)
     assert run_cli(["assets", "c4", "--dest", "c4", "--shards", "2"], hub, tmp_path).returncode == 0
     # torchtitan's c4 loader with --training.dataset_path, offline as on a cluster.
     code = (
@@ -152,21 +152,21 @@ def test_staged_c4_loads_the_way_torchtitan_reads_dataset_path(hub, tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf-home")}
     done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "c4")], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == str(sorted(f"text of {assets.C4_TRAIN_SHARD.format(i)}" for i in range(2)))
+    assert done.stdout.strip() == str(sorted(f"text of {staging.C4_TRAIN_SHARD.format(i)}" for i in range(2)))
 
 
 def test_verify_rejects_a_file_that_is_not_tiktoken(tmp_path):
     path = tmp_path / "tokenizer.model"
     path.write_text("this is not base64 and no rank\n")
-    with pytest.raises(assets.TitanbenchError, match="not a tiktoken BPE file"):
-        assets.verify_tokenizer(path)
+    with pytest.raises(staging.TitanbenchError, match="not a tiktoken BPE file"):
+        staging.verify_tokenizer(path)
 
 
 def test_verify_sees_a_replaced_file_despite_tiktokens_path_cache(tmp_path):
     path = write_tiktoken_file(tmp_path / "tokenizer.model", 300)
-    assert assets.verify_tokenizer(path, expected_ranks=300) == 300
+    assert staging.verify_tokenizer(path, expected_ranks=300) == 300
     write_tiktoken_file(path, 400)
-    assert assets.verify_tokenizer(path, expected_ranks=400) == 400
+    assert staging.verify_tokenizer(path, expected_ranks=400) == 400
 
 
 def test_missing_token_file_is_one_error_line(tmp_path):

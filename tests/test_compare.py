@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from logfactory import Metrics, metrics_message, titan_line
 from titanbench.cli import main
-from titanbench.compare import compare, render_markdown
+from titanbench.comparison import compare_runs, render_markdown
 from titanbench.intervals import batch_means, ratio_interval
 from titanbench.plan import Locations, Overrides, Rendezvous, build_plan
 from titanbench.spec import load_spec
@@ -69,7 +69,7 @@ def test_json_has_the_documented_shape_and_numbers(runs):
 
 
 def test_speedups_side_by_side(runs):
-    doc = compare(*runs)
+    doc = compare_runs(*runs)
     (speedup,) = doc["speedups"]
     assert speedup["config"] == "async-bf16"
     assert speedup["a_speedup"] == pytest.approx((sum(BASE) / 12 + 60) / (sum(BASE) / 12))
@@ -101,7 +101,7 @@ def test_different_topologies_are_compared_and_said(tmp_path, runs):
         locations = Locations(run_dir=run_dir, cache_root=tmp_path / "cache", torchtitan_dir=tmp_path)
         plans = build_plan([spec], overrides, Rendezvous(), locations, only=("vanilla-bf16", "async-bf16"))
         (run_dir / "run.json").write_text(json.dumps({"configs": [p.to_dict() for p in plans]}))
-    doc = compare(a, b)
+    doc = compare_runs(a, b)
     (topology,) = doc["topologies"]
     assert topology["differs"] is True
     assert topology["a"]["tp"] == 8 and topology["b"]["tp"] == 4
@@ -110,19 +110,19 @@ def test_different_topologies_are_compared_and_said(tmp_path, runs):
         "per-GPU TPS of different topologies is not the same measurement"
     ]
     assert all(row["ratio"] is not None for row in doc["configs"])
-    assert compare(a, a)["topologies"][0]["differs"] is False and compare(a, a)["notes"] == []
+    assert compare_runs(a, a)["topologies"][0]["differs"] is False and compare_runs(a, a)["notes"] == []
 
 
 def test_a_config_in_one_run_only_or_without_an_interval(tmp_path):
     a = write_run(tmp_path / "a", {"vanilla-bf16": BASE, "async-bf16": BASE[:4]})
     b = write_run(tmp_path / "b", {"async-bf16": BASE})
-    rows = {row["config"]: row for row in compare(a, b)["configs"]}
+    rows = {row["config"]: row for row in compare_runs(a, b)["configs"]}
     assert rows["vanilla-bf16"]["b_tps"] is None and rows["vanilla-bf16"]["ratio"] is None
     assert rows["vanilla-bf16"]["significant"] is None
     # A's async has 4 windows: a ratio, but no interval, so no verdict.
     assert rows["async-bf16"]["ratio"] is not None and rows["async-bf16"]["ratio_ci95"] is None
     assert rows["async-bf16"]["significant"] is None
-    markdown = render_markdown(compare(a, b))
+    markdown = render_markdown(compare_runs(a, b))
     assert next(line for line in markdown.splitlines() if line.startswith("| async-bf16 |")).endswith("| cannot tell |")
 
 

@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from k8s_schemas import default_runtime, jobset_job, trainjob_pod, validate_core, validate_custom
 from titanbench.commands.deploy import deploy
 from titanbench.commands.run import run
+from titanbench.container import image_reference
 from titanbench.deploy import target
 from titanbench.deploy.k8s import (
     COMPLETION_INDEX_ANNOTATION,
@@ -21,8 +22,7 @@ from titanbench.deploy.k8s import (
     K8sOptions,
     manifest,
 )
-from titanbench.docker import image_reference
-from titanbench.nodes import Explicit, discover
+from titanbench.nodes import Explicit, discover_placement
 
 IMAGE = "registry.example/titanbench:test"
 MODELS = ("llama3_8b", "llama3_70b")
@@ -132,7 +132,7 @@ def test_trainjob_node_rank_from_the_pet_variables_trainer_injects():
             "PET_MASTER_ADDR": f"{name}-{RUNTIME_JOB}-0-0.{name}",
             "PET_MASTER_PORT": TRAINER_MASTER_PORT,
         }
-        topology = discover(env, explicit, nodes)
+        topology = discover_placement(env, explicit, nodes)
         assert (topology.nnodes, topology.node_rank) == (4, rank)
         assert (topology.master_addr, topology.master_port) == (f"{name}-node-0-0.{name}", int(TRAINER_MASTER_PORT))
         assert topology.source.startswith("Kubeflow")
@@ -164,7 +164,7 @@ def test_jobset_node_rank_from_the_completion_index_and_node_zero_from_stable_dn
     for index in range(nodes):
         env = _kubelet_env(container, {COMPLETION_INDEX_ANNOTATION: str(index)})
         assert env["MASTER_ADDR"] == node0
-        topology = discover(env, explicit, nodes)
+        topology = discover_placement(env, explicit, nodes)
         assert (topology.nnodes, topology.node_rank, topology.master_addr) == (3, index, node0)
         assert topology.source.startswith("JobSet")
 

@@ -13,10 +13,10 @@ from click.testing import CliRunner
 
 from titanbench.commands.deploy import deploy
 from titanbench.commands.run import run
+from titanbench.container import image_reference
 from titanbench.deploy import target
 from titanbench.deploy.slurm import SlurmOptions, render_sbatch
-from titanbench.docker import image_reference
-from titanbench.nodes import Explicit, discover
+from titanbench.nodes import Explicit, discover_placement
 from titanbench.plan import DEFAULT_MASTER_PORT
 
 REPO = Path(__file__).resolve().parent.parent
@@ -148,7 +148,10 @@ def node_topologies(command: list[str], slurm_env: dict[str, str]) -> list:
     params = run.make_context("run", command[2:]).params
     explicit = Explicit(params["node_rank"], params["master_addr"], params["master_port"])
     nnodes = int(slurm_env["SLURM_NNODES"])
-    return [discover({**slurm_env, "SLURM_NODEID": str(rank)}, explicit, params["nodes"]) for rank in range(nnodes)]
+    return [
+        discover_placement({**slurm_env, "SLURM_NODEID": str(rank)}, explicit, params["nodes"])
+        for rank in range(nnodes)
+    ]
 
 
 def test_container_script_prepulls_then_runs_titanbench_on_every_node(fake_slurm, tmp_path, monkeypatch):
@@ -184,7 +187,7 @@ def test_container_script_prepulls_then_runs_titanbench_on_every_node(fake_slurm
     assert [t.node_rank for t in topologies] == [0, 1, 2, 3]
     assert {(t.nnodes, t.master_addr, t.master_port) for t in topologies} == {(4, "gpu07", DEFAULT_MASTER_PORT)}
     params = run.make_context("run", run_cmd[2:]).params
-    assert discover({**slurm_env, "SLURM_NODEID": "1"}, Explicit(), params["nodes"]).master_addr == "gpu07"
+    assert discover_placement({**slurm_env, "SLURM_NODEID": "1"}, Explicit(), params["nodes"]).master_addr == "gpu07"
 
 
 def test_container_script_stops_before_srun_without_a_tokenizer(fake_slurm, tmp_path):

@@ -1,5 +1,5 @@
 """`titanbench docker`: the printed `docker run` line, its errors, and (where a Docker engine runs)
-the container the launcher creates, inspected without starting it."""
+the container the container creates, inspected without starting it."""
 
 import json
 import os
@@ -10,7 +10,7 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from titanbench import docker as launcher
+from titanbench import container
 from titanbench.cli import main
 from titanbench.pins import pins
 
@@ -20,7 +20,7 @@ TOKEN = "hf_testTOKENvalue0123456789"
 
 @pytest.fixture
 def no_rdma(tmp_path, monkeypatch):
-    monkeypatch.setattr(launcher, "INFINIBAND", tmp_path / "no-infiniband")
+    monkeypatch.setattr(container, "INFINIBAND", tmp_path / "no-infiniband")
 
 
 @pytest.fixture
@@ -28,7 +28,7 @@ def rdma(tmp_path, monkeypatch):
     devices = tmp_path / "infiniband"
     devices.mkdir()
     (devices / "uverbs0").touch()
-    monkeypatch.setattr(launcher, "INFINIBAND", devices)
+    monkeypatch.setattr(container, "INFINIBAND", devices)
 
 
 @pytest.fixture
@@ -38,7 +38,7 @@ def gpu_host(tmp_path, monkeypatch):
     dev.mkdir()
     for name in ("nvidia0", "nvidia1", "nvidiactl", "nvidia-uvm"):
         (dev / name).touch()
-    monkeypatch.setattr(launcher, "NVIDIA_DEVICE_DIR", dev)
+    monkeypatch.setattr(container, "NVIDIA_DEVICE_DIR", dev)
 
 
 @pytest.fixture
@@ -47,7 +47,7 @@ def cpu_host(tmp_path, monkeypatch):
     dev = tmp_path / "dev-cpu"
     dev.mkdir()
     (dev / "nvidiactl").touch()
-    monkeypatch.setattr(launcher, "NVIDIA_DEVICE_DIR", dev)
+    monkeypatch.setattr(container, "NVIDIA_DEVICE_DIR", dev)
 
 
 def invoke(*args: str, env: dict[str, str] | None = None):
@@ -75,10 +75,10 @@ def test_print_70b_shows_every_flag_the_benchmark_needs(gpu_host, rdma, tmp_path
     line = " ".join(argv)
     for flag in ("--gpus all", "--ipc=host", "--network=host", "--ulimit memlock=-1", "--ulimit stack=67108864"):
         assert flag in line
-    assert f"--device={launcher.INFINIBAND}:/dev/infiniband:rwm" in argv
+    assert f"--device={container.INFINIBAND}:/dev/infiniband:rwm" in argv
     assert {"--cap-add=IPC_LOCK", "--cap-add=SYS_PTRACE"} <= set(argv)
     assert f"{tmp_path / 'res'}:/results" in argv
-    image = argv.index(launcher.image_reference())
+    image = argv.index(container.image_reference())
     assert argv[image + 1 :] == ["run", "--model", "70b", "--device", "cuda", "--results", "/results"]
 
 
@@ -88,13 +88,13 @@ def test_print_cpu_asks_for_no_gpu_no_memlock_and_no_rdma(gpu_host, rdma):
     assert "--gpus" not in line and "memlock" not in line
     assert "/dev/infiniband" not in line and "IPC_LOCK" not in line
     assert {"--init", "--ipc=host", "--network=host"} <= set(argv) and "--ulimit stack=67108864" in line
-    image = argv.index(launcher.image_reference())
+    image = argv.index(container.image_reference())
     assert argv[image + 1 :] == ["run", "--model", "smoke", "--device", "cpu", "--results", "/results"]
 
 
 def test_cpu_takes_rdma_only_when_asked(rdma):
     argv = printed("--device", "cpu", "--rdma", "on")
-    assert f"--device={launcher.INFINIBAND}:/dev/infiniband:rwm" in argv and "--cap-add=IPC_LOCK" in argv
+    assert f"--device={container.INFINIBAND}:/dev/infiniband:rwm" in argv and "--cap-add=IPC_LOCK" in argv
     assert "--gpus" not in argv
 
 
@@ -112,7 +112,7 @@ def test_auto_follows_the_hosts_nvidia_gpus_and_says_so(request, no_rdma, host, 
     argv = shlex.split(result.stdout)
     assert argv[argv.index("--device") + 1] == device
     assert ("--gpus" in argv) == (device == "cuda")
-    note = why.format(dev=launcher.NVIDIA_DEVICE_DIR)
+    note = why.format(dev=container.NVIDIA_DEVICE_DIR)
     assert result.stderr.strip() == f"titanbench docker: --device {device} ({note})"
 
 
@@ -146,7 +146,7 @@ def test_assets_cache_and_run_args_are_mounted_and_passed(no_rdma, tmp_path):
     assets, cache = tmp_path / "assets", tmp_path / "cache"
     assets.mkdir()
     argv = printed("--model", "8b", "--assets", str(assets), "--cache", str(cache), "--", "--nodes", "8")
-    assert f"{assets}:{launcher.TOKENIZER_TARGET}:ro" in argv
+    assert f"{assets}:{container.TOKENIZER_TARGET}:ro" in argv
     assert f"{cache}:/cache" in argv and "HF_HOME=/cache/huggingface" in argv
     assert argv[-4:] == ["--cache-dir", "/cache/compile", "--nodes", "8"]
 
@@ -161,8 +161,8 @@ def test_token_file_is_mounted_not_read(no_rdma, tmp_path):
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN)
     argv = printed("--hf-token-file", str(token_file), env={"HF_TOKEN": TOKEN})
-    assert f"{token_file}:{launcher.TOKEN_TARGET}:ro" in argv
-    assert f"HF_TOKEN_PATH={launcher.TOKEN_TARGET}" in argv
+    assert f"{token_file}:{container.TOKEN_TARGET}:ro" in argv
+    assert f"HF_TOKEN_PATH={container.TOKEN_TARGET}" in argv
     assert "HF_TOKEN" not in argv and TOKEN not in " ".join(argv)
 
 
@@ -197,10 +197,10 @@ def engine_with(monkeypatch):
 
     def holding(*modes: str):
         client = type("FakeClient", (), {})()
-        client.images = FakeImages({launcher.image_reference(mode) for mode in modes})
+        client.images = FakeImages({container.image_reference(mode) for mode in modes})
         started: list[str] = []
-        monkeypatch.setattr(launcher, "connect", lambda: client)
-        monkeypatch.setattr(launcher, "run_container", lambda _client, options: started.append(options.image) or 0)
+        monkeypatch.setattr(container, "connect", lambda: client)
+        monkeypatch.setattr(container, "run_container", lambda _client, options: started.append(options.image) or 0)
         return client, started
 
     return holding
@@ -216,9 +216,9 @@ def test_without_mode_or_image_the_build_present_here_runs_and_is_named(
     _, started = engine_with(*present)
     result = invoke("--model", "8b", "--assets", assets, "--device", "cuda")
     assert result.exit_code == 0, result.output
-    assert started == [launcher.image_reference(expected)]
+    assert started == [container.image_reference(expected)]
     assert result.stderr.strip() == (
-        f"titanbench docker: using {launcher.image_reference(expected)} (the {expected} build found here)"
+        f"titanbench docker: using {container.image_reference(expected)} (the {expected} build found here)"
     )
 
 
@@ -236,7 +236,7 @@ def test_an_explicit_mode_or_image_is_never_second_guessed(engine_with, no_rdma,
     client, started = engine_with("release")
     result = invoke("--model", "8b", "--assets", assets, *args)
     assert result.exit_code == 0, result.output
-    assert started == [args[1] if args[0] == "--image" else launcher.image_reference("source")]
+    assert started == [args[1] if args[0] == "--image" else container.image_reference("source")]
     assert client.images.asked == [] and "using" not in result.output
 
 
@@ -275,8 +275,8 @@ def sdk_client(start_error: Exception | None = None):
 @pytest.mark.parametrize("device", ["cuda", "cpu"])
 def test_sdk_host_config_per_device(tmp_path, device):
     client = sdk_client()
-    options = launcher.LaunchOptions(image="img", results=tmp_path, model="smoke", device=device)
-    launcher.create_container(client, options)
+    options = container.LaunchOptions(image="img", results=tmp_path, model="smoke", device=device)
+    container.create_container(client, options)
     created = client.containers.created
     requests = created["device_requests"]
     limits = {(u["Name"], u["Soft"], u["Hard"]) for u in created["ulimits"]}
@@ -300,9 +300,9 @@ def test_sdk_host_config_per_device(tmp_path, device):
 def test_an_engine_refusing_the_host_config_is_one_error_line(tmp_path, explanation, hint):
     docker = pytest.importorskip("docker")
     client = sdk_client(docker.errors.APIError("500 Server Error", explanation=explanation))
-    options = launcher.LaunchOptions(image="img", results=tmp_path)
-    with pytest.raises(launcher.TitanbenchError) as caught:
-        launcher.run_container(client, options)
+    options = container.LaunchOptions(image="img", results=tmp_path)
+    with pytest.raises(container.TitanbenchError) as caught:
+        container.run_container(client, options)
     message = caught.value.message
     assert message.startswith(f"docker could not start the container: {explanation}")
     assert hint in message and "\n" not in message
@@ -312,7 +312,7 @@ def test_an_engine_refusing_the_host_config_is_one_error_line(tmp_path, explanat
 def test_print_image_without_mode_names_the_build_present_here(engine_with):
     engine_with("release")
     result = invoke("--print-image")
-    assert result.exit_code == 0 and result.output.strip() == launcher.image_reference("release")
+    assert result.exit_code == 0 and result.output.strip() == container.image_reference("release")
 
 
 def test_image_option_and_env_override_the_default(no_rdma):
@@ -353,7 +353,7 @@ def test_bad_input_is_a_clear_error(args, message):
 
 def test_an_unstaged_default_assets_dir_is_not_mounted(engine_with, no_rdma, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the default --assets, assets/tokenizer, does not exist here
-    assert not any(launcher.TOKENIZER_TARGET in arg for arg in printed("--model", "smoke"))
+    assert not any(container.TOKENIZER_TARGET in arg for arg in printed("--model", "smoke"))
     _, started = engine_with("release")
     result = invoke("--model", "smoke", "--device", "cpu")
     assert result.exit_code == 0, result.output
@@ -364,7 +364,7 @@ def test_a_staged_default_assets_dir_is_mounted(no_rdma, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "assets" / "tokenizer" / "original").mkdir(parents=True)
     (tmp_path / "assets" / "tokenizer" / "original" / "tokenizer.model").write_text("IQ== 0\n")
-    assert f"{tmp_path / 'assets' / 'tokenizer'}:{launcher.TOKENIZER_TARGET}:ro" in printed()
+    assert f"{tmp_path / 'assets' / 'tokenizer'}:{container.TOKENIZER_TARGET}:ro" in printed()
 
 
 def test_missing_tokenizer_stops_before_any_container(no_rdma, tmp_path):
@@ -403,7 +403,7 @@ def client():
     return engine
 
 
-def check_host_config(attrs: dict, options: launcher.LaunchOptions) -> None:
+def check_host_config(attrs: dict, options: container.LaunchOptions) -> None:
     host = attrs["HostConfig"]
     assert host["IpcMode"] == "host" and host["NetworkMode"] == "host" and host["Init"] is True
     limits = {(u["Name"], u["Soft"], u["Hard"]) for u in host["Ulimits"]}
@@ -417,8 +417,8 @@ def check_host_config(attrs: dict, options: launcher.LaunchOptions) -> None:
     mounts = {m["Target"]: (m["Source"], m.get("ReadOnly", False)) for m in host["Mounts"]}
     assert mounts["/results"] == (str(options.results.resolve()), False)
     if options.hf_token_file is not None:
-        assert mounts[launcher.TOKEN_TARGET] == (str(options.hf_token_file.resolve()), True)
-        assert f"HF_TOKEN_PATH={launcher.TOKEN_TARGET}" in attrs["Config"]["Env"]
+        assert mounts[container.TOKEN_TARGET] == (str(options.hf_token_file.resolve()), True)
+        assert f"HF_TOKEN_PATH={container.TOKEN_TARGET}" in attrs["Config"]["Env"]
     assert TOKEN not in json.dumps(attrs)
 
 
@@ -428,7 +428,7 @@ def test_created_container_has_the_benchmark_host_config(client, tmp_path):
     for directory in (results, assets, cache):
         directory.mkdir()
     token_file.write_text(TOKEN)
-    options = launcher.LaunchOptions(
+    options = container.LaunchOptions(
         image=TEST_BASE_IMAGE,
         results=results,
         model="70b",
@@ -438,24 +438,24 @@ def test_created_container_has_the_benchmark_host_config(client, tmp_path):
         rdma=True,
         sys_ptrace=True,
     )
-    container = launcher.create_container(client, options)
+    created = container.create_container(client, options)
     try:
-        container.reload()
-        attrs = container.attrs
+        created.reload()
+        attrs = created.attrs
         assert attrs["State"]["Status"] == "created"
         check_host_config(attrs, options)
         host = attrs["HostConfig"]
         assert set(host["CapAdd"]) == {"IPC_LOCK", "SYS_PTRACE"}
         assert [d["PathOnHost"] for d in host["Devices"]] == ["/dev/infiniband"]
         mounts = {m["Target"]: (m["Source"], m.get("ReadOnly", False)) for m in host["Mounts"]}
-        assert mounts[launcher.TOKENIZER_TARGET] == (str(assets), True)
+        assert mounts[container.TOKENIZER_TARGET] == (str(assets), True)
         assert mounts["/cache"] == (str(cache), False)
         assert attrs["Config"]["Cmd"] == [
             *("run", "--model", "70b", "--device", "cuda", "--results", "/results"),
             *("--cache-dir", "/cache/compile"),
         ]
     finally:
-        container.remove(force=True)
+        created.remove(force=True)
 
 
 @pytest.mark.docker
@@ -464,18 +464,18 @@ def test_token_from_the_environment_reaches_the_container_as_a_file(client, tmp_
 
     def create_and_inspect(engine, options):
         # Stands in for run_container (starting needs a GPU host): the real create, then inspect.
-        container = launcher.create_container(engine, options)
+        created = container.create_container(engine, options)
         try:
-            container.reload()
-            check_host_config(container.attrs, options)
+            created.reload()
+            check_host_config(created.attrs, options)
             assert options.hf_token_file.read_text() == TOKEN
             assert oct(options.hf_token_file.stat().st_mode & 0o777) == "0o600"
             seen["token_file"] = options.hf_token_file
         finally:
-            container.remove(force=True)
+            created.remove(force=True)
         return 3
 
-    monkeypatch.setattr(launcher, "run_container", create_and_inspect)
+    monkeypatch.setattr(container, "run_container", create_and_inspect)
     result = invoke(
         *("--image", TEST_BASE_IMAGE, "--results", str(tmp_path / "results"), "--assets", assets, "--device", "cuda"),
         env={"HF_TOKEN": TOKEN},
@@ -492,21 +492,21 @@ def test_cpu_container_has_no_device_requests_and_runs_on_cpu(client, tmp_path, 
     seen: dict = {}
 
     def create_and_inspect(engine, options):
-        container = launcher.create_container(engine, options)
+        created = container.create_container(engine, options)
         try:
-            container.reload()
-            check_host_config(container.attrs, options)
-            seen["attrs"] = container.attrs
+            created.reload()
+            check_host_config(created.attrs, options)
+            seen["attrs"] = created.attrs
         finally:
-            container.remove(force=True)
+            created.remove(force=True)
         return 0
 
-    monkeypatch.setattr(launcher, "run_container", create_and_inspect)
+    monkeypatch.setattr(container, "run_container", create_and_inspect)
     result = invoke(*("--image", TEST_BASE_IMAGE, "--device", "cpu", "--model", "smoke", "--cache", "cache"))
     assert result.exit_code == 0, result.output
     host = seen["attrs"]["HostConfig"]
     assert not host["DeviceRequests"] and not host["Devices"] and not host["CapAdd"]
-    assert launcher.TOKENIZER_TARGET not in {m["Target"] for m in host["Mounts"]}
+    assert container.TOKENIZER_TARGET not in {m["Target"] for m in host["Mounts"]}
     assert seen["attrs"]["Config"]["Cmd"] == [
         *("run", "--model", "smoke", "--device", "cpu", "--results", "/results", "--cache-dir", "/cache/compile")
     ]
@@ -516,10 +516,10 @@ def test_cpu_container_has_no_device_requests_and_runs_on_cpu(client, tmp_path, 
 def test_cpu_container_starts_on_this_engine(client, tmp_path, capfd):
     """The CPU host config starts where GPUs and unlimited memlock cannot be had (the CI engine)."""
 
-    class Probe(launcher.LaunchOptions):
+    class Probe(container.LaunchOptions):
         def command(self) -> list[str]:
             return ["sh", "-c", "ulimit -s; test -w /results && echo writable"]
 
-    status = launcher.run_container(client, Probe(image=TEST_BASE_IMAGE, results=tmp_path, device="cpu"))
+    status = container.run_container(client, Probe(image=TEST_BASE_IMAGE, results=tmp_path, device="cpu"))
     assert status == 0
-    assert capfd.readouterr().out.split() == [str(launcher.STACK_BYTES // 1024), "writable"]
+    assert capfd.readouterr().out.split() == [str(container.STACK_BYTES // 1024), "writable"]

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from conftest import skip_on_this_hardware
 from fake_hub import serving
 from fake_nvml import IBV, FakeNvml, all_pairs, h100, nvml_8x_h100, sample_runner
-from titanbench import assets, doctor, gpuinfo
+from titanbench import doctor, gpuinfo, staging
 from titanbench.cli import main
 from titanbench.doctor import FAIL, OK, WARN
 from titanbench.pins import pins
@@ -163,7 +163,7 @@ def test_tokenizer_and_token_checks(clean_hf, monkeypatch, tmp_path):
     assert "titanbench assets tokenizer" in missing["assets.tokenizer"].fix
     assert missing["assets.hf_token"].status == FAIL
 
-    write_tiktoken_file(tmp_path / assets.DEFAULT_TOKENIZER_DEST / assets.TOKENIZER_FILE, assets.LLAMA3_BASE_RANKS)
+    write_tiktoken_file(tmp_path / staging.DEFAULT_TOKENIZER_DEST / staging.TOKENIZER_FILE, staging.LLAMA3_BASE_RANKS)
     staged = by_name(doctor.asset_checks())
     assert staged["assets.tokenizer"].status == OK and "128,000 ranks" in staged["assets.tokenizer"].detail
     assert staged["assets.hf_token"].status == OK and "not needed" in staged["assets.hf_token"].detail
@@ -178,18 +178,18 @@ def test_tokenizer_is_looked_for_in_the_torchtitan_checkout(clean_hf, monkeypatc
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("TITANBENCH_DATASET_PATH", str(tmp_path))
     monkeypatch.setenv("TITANBENCH_TORCHTITAN_DIR", str(checkout))
-    write_tiktoken_file(tmp_path / assets.DEFAULT_TOKENIZER_DEST / assets.TOKENIZER_FILE, assets.LLAMA3_BASE_RANKS)
+    write_tiktoken_file(tmp_path / staging.DEFAULT_TOKENIZER_DEST / staging.TOKENIZER_FILE, staging.LLAMA3_BASE_RANKS)
     elsewhere = by_name(doctor.asset_checks())["assets.tokenizer"]
     assert elsewhere.status == FAIL, "a tokenizer beside the checkout is not the one torchtitan reads"
-    assert f"--dest {checkout / assets.DEFAULT_TOKENIZER_DEST}" in elsewhere.fix
-    write_tiktoken_file(checkout / assets.DEFAULT_TOKENIZER_DEST / assets.TOKENIZER_FILE, assets.LLAMA3_BASE_RANKS)
+    assert f"--dest {checkout / staging.DEFAULT_TOKENIZER_DEST}" in elsewhere.fix
+    write_tiktoken_file(checkout / staging.DEFAULT_TOKENIZER_DEST / staging.TOKENIZER_FILE, staging.LLAMA3_BASE_RANKS)
     assert by_name(doctor.asset_checks())["assets.tokenizer"].status == OK
 
 
 def test_dataset_local_copy(clean_hf, monkeypatch, tmp_path):
     monkeypatch.setenv("TITANBENCH_DATASET_PATH", str(tmp_path))
     assert doctor.dataset_check().status == FAIL
-    shard = tmp_path / assets.C4_TRAIN_SHARD.format(0)
+    shard = tmp_path / staging.C4_TRAIN_SHARD.format(0)
     shard.parent.mkdir()
     shard.write_bytes(b"x")
     check = doctor.dataset_check()
@@ -208,14 +208,14 @@ def dataset_check_in_a_fresh_process(tmp_path, **env: str) -> str:
 
 
 def test_dataset_on_the_hub_reachable_or_not(tmp_path):
-    shard = assets.C4_TRAIN_SHARD.format(0)
+    shard = staging.C4_TRAIN_SHARD.format(0)
     with serving() as hub:
         missing = dataset_check_in_a_fresh_process(tmp_path, HF_ENDPOINT=hub.url)
-        assert missing.startswith(f"FAIL cannot reach {assets.C4_REPO} on {hub.url}")
-        hub.files[f"datasets/{assets.C4_REPO}/{shard}"] = b"shard"
+        assert missing.startswith(f"FAIL cannot reach {staging.C4_REPO} on {hub.url}")
+        hub.files[f"datasets/{staging.C4_REPO}/{shard}"] = b"shard"
         reachable = dataset_check_in_a_fresh_process(tmp_path, HF_ENDPOINT=hub.url)
-        assert reachable == f"OK {assets.C4_REPO} reachable on {hub.url} (streamed by every rank)"
-        assert ("HEAD", f"/datasets/{assets.C4_REPO}/resolve/main/{shard}") in {(m, p) for m, p, _ in hub.requests}
+        assert reachable == f"OK {staging.C4_REPO} reachable on {hub.url} (streamed by every rank)"
+        assert ("HEAD", f"/datasets/{staging.C4_REPO}/resolve/main/{shard}") in {(m, p) for m, p, _ in hub.requests}
         seen = len(hub.requests)
         offline = dataset_check_in_a_fresh_process(tmp_path, HF_ENDPOINT=hub.url, HF_HUB_OFFLINE="1")
         assert offline.startswith("FAIL HF_HUB_OFFLINE is set")

@@ -6,7 +6,7 @@ import stat
 import pytest
 
 from titanbench.errors import TitanbenchError
-from titanbench.nodes import Explicit, discover, slurm_hostnames
+from titanbench.nodes import Explicit, discover_placement, slurm_hostnames
 from titanbench.plan import DEFAULT_MASTER_PORT
 
 SLURM = {"SLURM_JOB_ID": "42", "SLURM_NNODES": "4", "SLURM_NODEID": "2", "SLURM_JOB_NODELIST": "gpu[07-10]"}
@@ -20,21 +20,21 @@ def hosts(nodelist: str) -> list[str]:
 
 
 def test_one_node_without_a_scheduler():
-    topology = discover({}, Explicit(), 1)
+    topology = discover_placement({}, Explicit(), 1)
     assert (topology.nnodes, topology.node_rank, topology.master_addr) == (1, 0, "127.0.0.1")
     assert topology.master_port == DEFAULT_MASTER_PORT
     assert topology.source == "one node"
 
 
 def test_slurm_takes_node_zero_from_the_first_expanded_host():
-    topology = discover(SLURM, Explicit(), 4, hostnames=hosts)
+    topology = discover_placement(SLURM, Explicit(), 4, hostnames=hosts)
     assert (topology.nnodes, topology.node_rank, topology.master_addr) == (4, 2, "gpu07")
     assert topology.source == "Slurm"
     assert "node 2 of 4" in topology.describe() and "gpu07" in topology.describe()
 
 
 def test_kubeflow_pet_variables():
-    topology = discover(KUBEFLOW, Explicit(), 4)
+    topology = discover_placement(KUBEFLOW, Explicit(), 4)
     assert (topology.nnodes, topology.node_rank, topology.master_addr, topology.master_port) == (
         4,
         3,
@@ -45,12 +45,12 @@ def test_kubeflow_pet_variables():
 
 def test_kubeflow_falls_back_to_master_addr_and_accepts_a_fixed_elastic_range():
     env = {"PET_NNODES": "2:2", "PET_NODE_RANK": "1", "MASTER_ADDR": "m0", "MASTER_PORT": "29501"}
-    topology = discover(env, Explicit(), 2)
+    topology = discover_placement(env, Explicit(), 2)
     assert (topology.nnodes, topology.node_rank, topology.master_addr, topology.master_port) == (2, 1, "m0", 29501)
 
 
 def test_jobset_uses_the_completion_index_and_the_plan_node_count():
-    topology = discover(JOBSET, Explicit(), 8)
+    topology = discover_placement(JOBSET, Explicit(), 8)
     assert (topology.nnodes, topology.node_rank, topology.master_addr, topology.master_port) == (
         8,
         1,
@@ -61,11 +61,13 @@ def test_jobset_uses_the_completion_index_and_the_plan_node_count():
 
 
 def test_slurm_wins_over_kubernetes_variables():
-    assert discover({**KUBEFLOW, **SLURM}, Explicit(), 4, hostnames=hosts).source == "Slurm"
+    assert discover_placement({**KUBEFLOW, **SLURM}, Explicit(), 4, hostnames=hosts).source == "Slurm"
 
 
 def test_explicit_flags_beat_the_scheduler():
-    topology = discover(SLURM, Explicit(node_rank=1, master_addr="10.0.0.1", master_port=30000), 4, hostnames=hosts)
+    topology = discover_placement(
+        SLURM, Explicit(node_rank=1, master_addr="10.0.0.1", master_port=30000), 4, hostnames=hosts
+    )
     assert (topology.node_rank, topology.master_addr, topology.master_port) == (1, "10.0.0.1", 30000)
     assert "overridden by flags" in topology.source
 
@@ -74,38 +76,38 @@ def test_explicit_master_addr_needs_no_scontrol():
     def no_scontrol(nodelist: str) -> list[str]:
         raise AssertionError("scontrol must not run when --master-addr is given")
 
-    topology = discover(SLURM, Explicit(master_addr="10.0.0.1"), 4, hostnames=no_scontrol)
+    topology = discover_placement(SLURM, Explicit(master_addr="10.0.0.1"), 4, hostnames=no_scontrol)
     assert topology.master_addr == "10.0.0.1"
 
 
 def test_a_scheduler_node_count_that_disagrees_with_the_plan_is_an_error():
     with pytest.raises(TitanbenchError, match=r"Slurm gives 4 node\(s\) but the plan has 8"):
-        discover(SLURM, Explicit(), 8, hostnames=hosts)
+        discover_placement(SLURM, Explicit(), 8, hostnames=hosts)
     with pytest.raises(TitanbenchError, match="PET_"):
-        discover(KUBEFLOW, Explicit(), 2)
+        discover_placement(KUBEFLOW, Explicit(), 2)
 
 
 def test_many_nodes_without_scheduler_or_flags_is_an_error_not_localhost():
     with pytest.raises(TitanbenchError, match="--node-rank and --master-addr"):
-        discover({}, Explicit(), 2)
-    topology = discover({}, Explicit(node_rank=1, master_addr="127.0.0.1"), 2)
+        discover_placement({}, Explicit(), 2)
+    topology = discover_placement({}, Explicit(node_rank=1, master_addr="127.0.0.1"), 2)
     assert (topology.nnodes, topology.node_rank, topology.source) == (2, 1, "flags")
 
 
 def test_node_rank_outside_the_run_is_an_error():
     with pytest.raises(TitanbenchError, match=r"outside 0\.\.1"):
-        discover({}, Explicit(node_rank=2, master_addr="127.0.0.1"), 2)
+        discover_placement({}, Explicit(node_rank=2, master_addr="127.0.0.1"), 2)
 
 
 def test_garbage_in_a_scheduler_variable_is_a_clear_error():
     with pytest.raises(TitanbenchError, match="PET_NODE_RANK='x'"):
-        discover({**KUBEFLOW, "PET_NODE_RANK": "x"}, Explicit(), 4)
+        discover_placement({**KUBEFLOW, "PET_NODE_RANK": "x"}, Explicit(), 4)
 
 
 def test_slurm_without_nodeid_asks_for_srun():
     env = {k: v for k, v in SLURM.items() if k != "SLURM_NODEID"}
     with pytest.raises(TitanbenchError, match="srun"):
-        discover(env, Explicit(), 4, hostnames=hosts)
+        discover_placement(env, Explicit(), 4, hostnames=hosts)
 
 
 def _fake_scontrol(tmp_path, monkeypatch, script: str) -> None:
@@ -123,20 +125,20 @@ def test_scontrol_output_is_expanded(tmp_path, monkeypatch):
 def test_scontrol_failure_stops_with_its_message_never_localhost(tmp_path, monkeypatch):
     _fake_scontrol(tmp_path, monkeypatch, 'echo "scontrol: error: Invalid node name" >&2; exit 1\n')
     with pytest.raises(TitanbenchError, match="Invalid node name"):
-        discover(SLURM, Explicit(), 4)
+        discover_placement(SLURM, Explicit(), 4)
 
 
 def test_missing_scontrol_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(TitanbenchError, match="cannot run `scontrol"):
-        discover(SLURM, Explicit(), 4)
+        discover_placement(SLURM, Explicit(), 4)
 
 
 def test_kubeflow_without_a_node_rank_is_an_error_not_node_zero_everywhere():
     env = {k: v for k, v in KUBEFLOW.items() if k != "PET_NODE_RANK"}
     with pytest.raises(TitanbenchError, match="neither PET_NODE_RANK nor RANK is set"):
-        discover(env, Explicit(), 4)
-    assert discover({**env, "RANK": "2"}, Explicit(), 4).node_rank == 2
+        discover_placement(env, Explicit(), 4)
+    assert discover_placement({**env, "RANK": "2"}, Explicit(), 4).node_rank == 2
 
 
 @pytest.mark.parametrize(
@@ -146,9 +148,9 @@ def test_kubeflow_without_a_node_rank_is_an_error_not_node_zero_everywhere():
 )
 def test_slurm_with_several_tasks_per_node_is_refused(extra):
     with pytest.raises(TitanbenchError, match="several tasks per node: run titanbench with `srun --ntasks-per-node=1`"):
-        discover({**SLURM, **extra}, Explicit(), 4, hostnames=hosts)
+        discover_placement({**SLURM, **extra}, Explicit(), 4, hostnames=hosts)
 
 
 def test_slurm_one_task_per_node_passes():
     env = {**SLURM, "SLURM_LOCALID": "0", "SLURM_STEP_NUM_TASKS": "4"}
-    assert discover(env, Explicit(), 4, hostnames=hosts).node_rank == 2
+    assert discover_placement(env, Explicit(), 4, hostnames=hosts).node_rank == 2

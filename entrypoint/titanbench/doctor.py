@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from titanbench import assets, envinfo, gpuinfo, settings
+from titanbench import envinfo, gpuinfo, settings, staging
 from titanbench.errors import TitanbenchError
 from titanbench.pins import pins
 from titanbench.spec import POWER_TOLERANCE_W
@@ -422,13 +422,13 @@ def hf_token_source() -> str | None:
 def asset_checks() -> list[Check]:
     # torchtitan reads the tokenizer relative to the checkout `run` starts it in (the image sets the variable).
     workdir = Path(os.environ.get(settings.TORCHTITAN_DIR) or Path.cwd())
-    path = assets.tokenizer_path(workdir / assets.DEFAULT_TOKENIZER_DEST)
+    path = staging.tokenizer_path(workdir / staging.DEFAULT_TOKENIZER_DEST)
     fetch = (
-        f"titanbench assets tokenizer --dest {workdir / assets.DEFAULT_TOKENIZER_DEST} "
-        f"(needs a token with access to {assets.TOKENIZER_REPO})"
+        f"titanbench assets tokenizer --dest {workdir / staging.DEFAULT_TOKENIZER_DEST} "
+        f"(needs a token with access to {staging.TOKENIZER_REPO})"
     )
     try:
-        ranks = assets.verify_tokenizer(path)
+        ranks = staging.verify_tokenizer(path)
         tokenizer = Check("assets.tokenizer", OK, f"{path} loads with tiktoken ({ranks:,} ranks)")
     except TitanbenchError as error:
         tokenizer = Check("assets.tokenizer", FAIL, error.message, fetch)
@@ -460,15 +460,15 @@ def dataset_check() -> Check:
             "assets.dataset", FAIL, "HF_HUB_OFFLINE is set and no local C4 copy is named (TITANBENCH_DATASET_PATH)",
             f"{stage}; or --dataset c4_test (a deviation)",
         )  # fmt: skip
-    url = hf_hub_url(assets.C4_REPO, assets.C4_TRAIN_SHARD.format(0), repo_type="dataset")
+    url = hf_hub_url(staging.C4_REPO, staging.C4_TRAIN_SHARD.format(0), repo_type="dataset")
     try:
         get_hf_file_metadata(url, timeout=HUB_TIMEOUT_S)
     except Exception as error:  # any failure to reach the hub is the finding itself
         return Check(
-            "assets.dataset", FAIL, f"cannot reach {assets.C4_REPO} on {constants.ENDPOINT}: {type(error).__name__}",
+            "assets.dataset", FAIL, f"cannot reach {staging.C4_REPO} on {constants.ENDPOINT}: {type(error).__name__}",
             f"allow HTTPS to {constants.ENDPOINT} from every node; or {stage}; or --dataset c4_test (a deviation)",
         )  # fmt: skip
-    return Check("assets.dataset", OK, f"{assets.C4_REPO} reachable on {constants.ENDPOINT} (streamed by every rank)")
+    return Check("assets.dataset", OK, f"{staging.C4_REPO} reachable on {constants.ENDPOINT} (streamed by every rank)")
 
 
 def disk_checks() -> list[Check]:

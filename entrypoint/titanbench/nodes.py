@@ -23,7 +23,7 @@ class Explicit:
 
 
 @dataclass(frozen=True)
-class Topology:
+class Placement:
     nnodes: int
     node_rank: int
     master_addr: str
@@ -81,7 +81,7 @@ def _node_rank(env: Mapping[str, str], source: str) -> int:
 
 def _from_environment(
     env: Mapping[str, str], explicit: Explicit, expected_nodes: int, hostnames: Callable[[str], list[str]]
-) -> Topology | None:
+) -> Placement | None:
     if "SLURM_NNODES" in env and "SLURM_JOB_ID" in env:
         source = "Slurm"
         if "SLURM_NODEID" not in env:
@@ -97,7 +97,7 @@ def _from_environment(
         nodelist = env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST")
         if not nodelist and not explicit.master_addr:
             raise TitanbenchError("Slurm: SLURM_JOB_NODELIST is not set: cannot tell which host is node 0")
-        return Topology(
+        return Placement(
             nnodes=_int(env, "SLURM_NNODES", source),
             node_rank=_int(env, "SLURM_NODEID", source),
             master_addr=explicit.master_addr or hostnames(nodelist or "")[0],
@@ -109,7 +109,7 @@ def _from_environment(
         addr = env.get("PET_MASTER_ADDR") or env.get("MASTER_ADDR")
         if not addr:
             raise TitanbenchError(f"{source}: neither PET_MASTER_ADDR nor MASTER_ADDR is set")
-        return Topology(
+        return Placement(
             nnodes=_int(env, "PET_NNODES", source),
             node_rank=_node_rank(env, source),
             master_addr=addr,
@@ -118,7 +118,7 @@ def _from_environment(
         )
     if "JOB_COMPLETION_INDEX" in env and env.get("MASTER_ADDR"):
         source = "JobSet / Indexed Job"
-        return Topology(
+        return Placement(
             nnodes=expected_nodes,
             node_rank=_int(env, "JOB_COMPLETION_INDEX", source),
             master_addr=env["MASTER_ADDR"],
@@ -128,13 +128,13 @@ def _from_environment(
     return None
 
 
-def discover(
+def discover_placement(
     env: Mapping[str, str],
     explicit: Explicit,
     expected_nodes: int,
     *,
     hostnames: Callable[[str], list[str]] = slurm_hostnames,
-) -> Topology:
+) -> Placement:
     """This node's place in a run of `expected_nodes` nodes (the plan's `--nodes`)."""
     found = _from_environment(env, explicit, expected_nodes, hostnames)
     if found and found.nnodes != expected_nodes:
@@ -148,11 +148,11 @@ def discover(
                 f"the plan has {expected_nodes} nodes but no scheduler was detected: pass --node-rank and "
                 "--master-addr on every node (or --nodes 1)"
             )
-        found = Topology(expected_nodes, 0, "127.0.0.1", DEFAULT_MASTER_PORT, "one node")
+        found = Placement(expected_nodes, 0, "127.0.0.1", DEFAULT_MASTER_PORT, "one node")
         source = "flags" if given else found.source
     else:
         source = f"{found.source}, overridden by flags" if given else found.source
-    topology = Topology(**{**asdict(found), **given, "source": source})
+    topology = Placement(**{**asdict(found), **given, "source": source})
     if not 0 <= topology.node_rank < topology.nnodes:
         raise TitanbenchError(f"node rank {topology.node_rank} is outside 0..{topology.nnodes - 1} ({source})")
     return topology

@@ -463,7 +463,7 @@ def _specs(run: dict[str, Any]) -> dict[str, MatrixSpec]:
 def collect(run_dir: Path, *, warmup_steps: int = stats.DEFAULT_WARMUP_STEPS, profile_freq: int | None = None) -> dict:
     """The results document of a run directory (what `results.json` holds)."""
     run_dir = Path(run_dir)
-    found = results.discover(run_dir)
+    found = results.config_folders(run_dir)
     run = _read_run(run_dir)
     plans = _plans(run)
     if not found and not plans:

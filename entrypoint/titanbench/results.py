@@ -78,7 +78,7 @@ def write_result(run_dir: Path, model: str, config: str, result: dict[str, Any])
     write_json(config_dir(run_dir, model, config) / RESULT_FILE, result)
 
 
-def discover(run_dir: Path) -> list[tuple[str, str]]:
+def config_folders(run_dir: Path) -> list[tuple[str, str]]:
     """(model, config) of every config folder holding a train.log or a result.json, sorted."""
     if not run_dir.is_dir():
         raise TitanbenchError(f"{run_dir}: no such run directory")

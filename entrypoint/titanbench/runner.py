@@ -22,7 +22,7 @@ from titanbench.coordinate import CARRY_ON
 from titanbench.errors import TitanbenchError
 from titanbench.launch import Limits, Outcome, Progress, Stop, launch
 from titanbench.logparse import LogScan, evidence_problems, scan_file
-from titanbench.nodes import Explicit, Topology, discover
+from titanbench.nodes import Explicit, Placement, discover_placement
 from titanbench.options import locations_from, overrides_from, resolve_device
 from titanbench.pins import stack_pins
 from titanbench.plan import (
@@ -120,7 +120,7 @@ def _plan_nodes(options: dict[str, Any]) -> int:
     return next(iter(counts.values()))
 
 
-def _plans(options: dict[str, Any], topology: Topology, run_dir: Path) -> list[ConfigPlan]:
+def _plans(options: dict[str, Any], topology: Placement, run_dir: Path) -> list[ConfigPlan]:
     locations = locations_from({**options, "results": run_dir.parent}, run_dir.name)
     specs = resolve_models(options["model"])
     return build_plan(
@@ -198,7 +198,7 @@ class Driver:
                     "than node 0, with node-local results, give the same --model and topology options as node 0)"
                 )
         options = recorded or options
-        topology = discover(self.env, request.explicit, _plan_nodes(options))
+        topology = discover_placement(self.env, request.explicit, _plan_nodes(options))
         _say(self.out, f"titanbench run: {topology.describe()}")
         coordinator = None
         if topology.nnodes > 1:
@@ -233,7 +233,7 @@ class Driver:
         run_id = run_id or run_id_now()
         return Path(options["results"]).resolve() / run_id
 
-    def _prepare(self, options: dict[str, Any], topology: Topology, run_dir: Path):
+    def _prepare(self, options: dict[str, Any], topology: Placement, run_dir: Path):
         if not Path(options["torchtitan_dir"]).is_dir():
             raise TitanbenchError(f"--torchtitan-dir {options['torchtitan_dir']}: no such directory")
         plans = _plans(options, topology, run_dir)
@@ -242,7 +242,7 @@ class Driver:
             _say(self.out, f"note: {note}")
         return plans, matrix_fingerprint(plans), notes
 
-    def _lead(self, options: dict[str, Any], topology: Topology, coordinator) -> int:
+    def _lead(self, options: dict[str, Any], topology: Placement, coordinator) -> int:
         run_dir = self._run_dir(options, self.request.run_id)
         if not self.request.resume and results.read_run(run_dir) is not None:
             raise TitanbenchError(f"{run_dir} already holds a run: pick another --run-id or --resume it")
@@ -253,7 +253,7 @@ class Driver:
             coordinator.publish_run(run_dir.name, fingerprint, self._stopped)
         return leader.loop()
 
-    def _follow(self, options: dict[str, Any], topology: Topology, coordinator) -> int:
+    def _follow(self, options: dict[str, Any], topology: Placement, coordinator) -> int:
         """Follow node 0 to the end; whatever ends this driver, node 0 is told why (so it never waits for us)."""
         why = "its driver crashed"
         try:
@@ -268,7 +268,7 @@ class Driver:
         finally:
             coordinator.leave(why)
 
-    def _follow_matrix(self, options: dict[str, Any], topology: Topology, coordinator) -> int:
+    def _follow_matrix(self, options: dict[str, Any], topology: Placement, coordinator) -> int:
         leader_id = coordinator.run_id(self._stopped)
         if self.request.run_id and self.request.run_id != leader_id:
             raise TitanbenchError(f"--run-id {self.request.run_id} differs from node 0's run id {leader_id}")
@@ -280,7 +280,9 @@ class Driver:
 
 
 class Follower:
-    def __init__(self, driver: Driver, coordinator, topology: Topology, run_dir: Path, plans: list[ConfigPlan]) -> None:
+    def __init__(
+        self, driver: Driver, coordinator, topology: Placement, run_dir: Path, plans: list[ConfigPlan]
+    ) -> None:
         self.driver = driver
         self.coordinator = coordinator
         self.topology = topology
@@ -318,7 +320,7 @@ class Leader:
         self,
         driver: Driver,
         coordinator,
-        topology: Topology,
+        topology: Placement,
         run_dir: Path,
         plans: list[ConfigPlan],
         options: dict[str, Any],

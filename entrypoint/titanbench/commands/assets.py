@@ -2,8 +2,7 @@ from pathlib import Path
 
 import click
 
-from titanbench import assets as staging
-from titanbench import settings
+from titanbench import settings, staging
 from titanbench.redact import known_secrets, scrub
 
 

@@ -3,8 +3,7 @@ from pathlib import Path
 import click
 
 from titanbench.atomic import write_text
-from titanbench.compare import compare as compare_runs
-from titanbench.compare import render_json, render_markdown
+from titanbench.comparison import compare_runs, render_json, render_markdown
 from titanbench.options import averaging_options
 
 

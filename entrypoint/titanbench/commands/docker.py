@@ -9,9 +9,9 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
-from titanbench import docker as launcher
-from titanbench.assets import DEFAULT_TOKENIZER_DEST, TOKENIZER_FILE
+from titanbench import container
 from titanbench.errors import TitanbenchError
+from titanbench.staging import DEFAULT_TOKENIZER_DEST, TOKENIZER_FILE
 
 TOKEN_ENV = "HF_TOKEN"
 
@@ -26,7 +26,7 @@ def say_device(device: str, why: str | None) -> None:
 @click.option("--model", help="Model of the matrix to run (passed to `titanbench run --model`).")
 @click.option(
     "--mode",
-    type=click.Choice(launcher.BUILD_MODES),
+    type=click.Choice(container.BUILD_MODES),
     help="Which image build the default --image names [default: the one built on this host, source if "
     "present, else release; --print: source].",
 )
@@ -65,7 +65,7 @@ def say_device(device: str, why: str | None) -> None:
 )
 @click.option(
     "--device",
-    type=click.Choice(launcher.DEVICES),
+    type=click.Choice(container.DEVICES),
     default="auto",
     envvar="TITANBENCH_DEVICE",
     show_envvar=True,
@@ -112,11 +112,11 @@ def docker(
       titanbench docker --model smoke --device cpu -- --run-id first-smoke
     """
     if print_image:
-        click.echo(launcher.image_reference(mode) if mode else launcher.local_image(launcher.connect())[0])
+        click.echo(container.image_reference(mode) if mode else container.local_image(container.connect())[0])
         return
     if any(arg == "--device" or arg.startswith("--device=") for arg in run_args):
         raise TitanbenchError("pass --device before `--`: titanbench docker also decides the GPU request by it")
-    device, why = launcher.resolve_device(device)
+    device, why = container.resolve_device(device)
     staged = (assets / TOKENIZER_FILE).is_file()
     if click.get_current_context().get_parameter_source("assets") is ParameterSource.DEFAULT and not staged:
         # Nothing staged at the default: mount nothing (a bind mount would create it, root-owned);
@@ -125,32 +125,32 @@ def docker(
     else:
         assets_mount = assets
     token_in_env = bool(os.environ.get(TOKEN_ENV)) and hf_token_file is None
-    options = launcher.LaunchOptions(
+    options = container.LaunchOptions(
         # --print needs no engine, so it names the source build unless told otherwise.
-        image=image or launcher.image_reference(mode or "source"),
+        image=image or container.image_reference(mode or "source"),
         results=results,
         model=model,
         assets=assets_mount,
         cache=cache,
         hf_token_file=hf_token_file,
         hf_token_from_env=token_in_env and print_only,
-        rdma=(device == "cuda" and launcher.rdma_present()) if rdma == "auto" else rdma == "on",
+        rdma=(device == "cuda" and container.rdma_present()) if rdma == "auto" else rdma == "on",
         sys_ptrace=sys_ptrace,
         device=device,
         run_args=run_args,
     )
     if print_only:
         say_device(device, why)
-        click.echo(launcher.print_line(options))
+        click.echo(container.print_line(options))
         return
     if assets_mount is not None and not staged:
         raise TitanbenchError(
             f"no tokenizer at {assets / TOKENIZER_FILE}: run `titanbench assets tokenizer --dest {assets}` "
             "first, or point --assets at the directory holding it"
         )
-    client = launcher.connect()
+    client = container.connect()
     if image is None and mode is None:
-        found, found_mode = launcher.local_image(client)
+        found, found_mode = container.local_image(client)
         click.echo(f"titanbench docker: using {found} (the {found_mode} build found here)", err=True)
         options = dataclasses.replace(options, image=found)
     say_device(device, why)
@@ -165,5 +165,5 @@ def docker(
             token_file.touch(mode=0o600)
             token_file.write_text(os.environ[TOKEN_ENV])
             options = dataclasses.replace(options, hf_token_file=token_file)
-        status = launcher.run_container(client, options)
+        status = container.run_container(client, options)
     click.get_current_context().exit(status)

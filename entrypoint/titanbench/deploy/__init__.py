@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from titanbench.docker import CACHE_TARGET, RESULTS_TARGET, TOKENIZER_TARGET, image_reference
+from titanbench.container import CACHE_TARGET, RESULTS_TARGET, TOKENIZER_TARGET, image_reference
 from titanbench.errors import TitanbenchError
 from titanbench.spec import MatrixSpec, load_spec
 

@@ -8,7 +8,6 @@ sbatch stops reading directives at the first line that is not a comment.
 import shlex
 from dataclasses import dataclass
 
-from titanbench.assets import TOKENIZER_FILE
 from titanbench.deploy import (
     CONTAINER_ASSETS,
     CONTAINER_CACHE,
@@ -18,6 +17,7 @@ from titanbench.deploy import (
     Target,
 )
 from titanbench.plan import DEFAULT_MASTER_PORT
+from titanbench.staging import TOKENIZER_FILE
 
 
 @dataclass(frozen=True)

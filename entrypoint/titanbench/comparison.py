@@ -122,7 +122,7 @@ def compare_docs(doc_a: dict[str, Any], doc_b: dict[str, Any]) -> dict[str, Any]
     }
 
 
-def compare(run_a: Path, run_b: Path, **collect_kwargs: Any) -> dict[str, Any]:
+def compare_runs(run_a: Path, run_b: Path, **collect_kwargs: Any) -> dict[str, Any]:
     return compare_docs(report.collect(run_a, **collect_kwargs), report.collect(run_b, **collect_kwargs))
 
 
