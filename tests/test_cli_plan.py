@@ -206,3 +206,18 @@ def test_the_smoke_has_no_published_tps_so_no_estimate():
     assert doc["estimate"]["models"][0]["configs_estimated"] == 0
     text = invoke("--model", "smoke", "--device", "cpu", *STUB).stdout.splitlines()
     assert text[-1] == "cost of smoke: no estimate (no published TPS)"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        # nan compares false with every bound: it would switch the memory guard off.
+        (["--gpu-mem-gib", "nan"], "Invalid value for '--gpu-mem-gib': 'nan' is not a finite number"),
+        (["--gpu-mem-gib", "inf"], "Invalid value for '--gpu-mem-gib'"),
+        (["--nodes", "99999999999999999999"], "Invalid value for '--nodes'"),
+        (["--steps", "1000000000000"], "Invalid value for '--steps'"),
+    ],
+)
+def test_values_outside_any_real_run_are_refused_where_they_enter(args, message):
+    result = invoke("--model", "8b", *args)
+    assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output

@@ -561,3 +561,20 @@ def test_a_config_that_cannot_run_on_cpu_is_skipped_with_its_reason_and_fails_no
     code, output = finish(start(tmp_path, "--resume", str(run_dir), "--master-port", str(free_port())))
     assert code == 0, output
     assert "stand_in/async-bf16: skipped" in output and "[1/" not in output
+
+
+@pytest.mark.parametrize("run_id", ["../x", "/tmp/abs", ".", "..", "a/b", "", "-flag", "x" * 200])
+def test_a_run_id_is_one_plain_name_inside_the_results_directory(tmp_path, run_id):
+    """Planted: ids that would write run files outside the results directory or into its root."""
+    results = tmp_path / "results"
+    outcome = invoke("--model", str(SPEC), "--results", str(results), "--run-id", run_id)
+    assert outcome.exit_code == 2 and "a run id is one plain name under --results" in outcome.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_master_port_with_no_room_for_the_coordination_port_is_refused(tmp_path):
+    args = ("--model", str(SPEC), "--nodes", "2", "--master-addr", "127.0.0.1", "--results", str(tmp_path))
+    outcome = invoke(*args, "--node-rank", "0", "--master-port", "65535", "--join-timeout", "5")
+    assert outcome.exit_code == 1
+    assert "master port 65535 leaves no port for the drivers' coordination" in outcome.output
+    assert "Traceback" not in outcome.output

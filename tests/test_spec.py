@@ -84,7 +84,7 @@ INVALID_SPECS = [
     ("missing key", (("train_config",), DELETE), "train_config: Field required"),
     ("typo key", (("topologyy",), {}), "topologyy: Extra inputs are not permitted"),
     ("steps not a number", (("configs", 0, "steps"), "many"), "configs.0.steps"),
-    ("steps zero", (("configs", 2, "steps"), 0), "configs.2.steps: Input should be greater than 0"),
+    ("steps zero", (("configs", 2, "steps"), 0), "configs.2.steps: Input should be greater than or equal to 1"),
     ("bad tp type", (("configs", 1, "tp_type"), "fast"), "configs.1.tp_type"),
     ("async label, vanilla flags", (("configs", 0, "tp_type"), "async"), "tp_type 'async' disagrees"),
     ("rowwise label, tensorwise flags", (("configs", 2, "quantization"), "float8_rowwise"), "they say"),
@@ -106,6 +106,8 @@ INVALID_SPECS = [
     ("cpu config, cuda-only matrix", (("configs", 0, "cpu"), {"skip": "no"}), "has no `cpu` section"),
     ("unknown substitution", (("configs", 0, "cpu"), {"substitutions": ["magic"]}), "unknown CPU substitution"),
     ("cpu processes vs tp", (("cpu",), {"processes_per_node": 3}), "not a multiple of topology.tp 8"),
+    ("absurd steps", (("configs", 0, "steps"), 10**21), "configs.0.steps: Input should be less than or equal to"),
+    ("absurd nodes", (("topology", "nodes"), 10**20), "topology.nodes: Input should be less than or equal to"),
 ]
 
 
@@ -148,4 +150,11 @@ def test_spec_that_is_not_utf8_is_one_line(tmp_path):
     path = tmp_path / "latin1.yaml"
     path.write_bytes("title: Llama caf\xe9\n".encode("latin-1"))
     with pytest.raises(TitanbenchError, match="a spec must be UTF-8 text"):
+        load_spec(str(path))
+
+
+def test_a_huge_spec_file_is_refused_before_it_is_parsed(tmp_path):
+    path = tmp_path / "huge.yaml"
+    path.write_text("# padding\n" * 200_000)
+    with pytest.raises(TitanbenchError, match="a spec is a few KB"):
         load_spec(str(path))

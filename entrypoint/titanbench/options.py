@@ -1,5 +1,6 @@
 """Options shared by commands: the matrix, overrides and guards (`plan`, `run`); the averaging (`parse`, `report`)."""
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -9,8 +10,21 @@ import click
 from titanbench import settings
 from titanbench.errors import TitanbenchError
 from titanbench.plan import CPU_TRAINER, DATASETS, DEFAULT_GPU_MEM_GIB, DEFAULT_TRAINER, Locations, Overrides
-from titanbench.spec import DEVICES, Device, MatrixSpec
+from titanbench.spec import DEVICES, MAX_GPUS_PER_NODE, MAX_NODES, MAX_STEPS, Device, MatrixSpec
 from titanbench.stats import DEFAULT_WARMUP_STEPS
+
+
+class FiniteFloat(click.FloatRange):
+    """A float in [min, max]; nan and inf are refused (nan compares false with every bound)."""
+
+    name = "finite float"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
 
 MATRIX_OPTIONS = [
     click.option(
@@ -22,10 +36,14 @@ MATRIX_OPTIONS = [
         show_envvar=True,
         help="Model id (llama3_8b), alias (8b), 'all' (the published matrices), smoke, or the path of a spec file.",
     ),
-    click.option("--nodes", type=click.IntRange(min=1), help="Node count [published: 8 or 32]. Deviation."),
-    click.option("--gpus-per-node", type=click.IntRange(min=1), help="GPUs per node [published: 8]. Deviation."),
-    click.option("--tp", type=click.IntRange(min=1), help="Tensor-parallel degree [published: 8]. Deviation."),
-    click.option("--steps", type=click.IntRange(min=1), help="Training steps per config. Deviation."),
+    click.option("--nodes", type=click.IntRange(1, MAX_NODES), help="Node count [published: 8 or 32]. Deviation."),
+    click.option(
+        "--gpus-per-node", type=click.IntRange(1, MAX_GPUS_PER_NODE), help="GPUs per node [published: 8]. Deviation."
+    ),
+    click.option(
+        "--tp", type=click.IntRange(1, MAX_GPUS_PER_NODE), help="Tensor-parallel degree [published: 8]. Deviation."
+    ),
+    click.option("--steps", type=click.IntRange(1, MAX_STEPS), help="Training steps per config. Deviation."),
     click.option(
         "--no-profiling",
         "no_profiling",
@@ -47,7 +65,7 @@ MATRIX_OPTIONS = [
     click.option("--allow-fp32", is_flag=True, help="Allow FSDP degree 1, which trains in fp32 at the pin."),
     click.option(
         "--gpu-mem-gib",
-        type=click.FloatRange(min=1),
+        type=FiniteFloat(1, 100_000),
         default=DEFAULT_GPU_MEM_GIB,
         show_default=True,
         help="GPU memory for the memory guard.",

@@ -205,6 +205,11 @@ class Driver:
             from titanbench.coordinate import Coordinator
 
             port = request.coord_port or topology.master_port + 1
+            if port > 65535:
+                raise TitanbenchError(
+                    f"master port {topology.master_port} leaves no port for the drivers' coordination "
+                    "(master port + 1): pick a lower --master-port or pass --coord-port"
+                )
             try:
                 coordinator = Coordinator(
                     topology.master_addr, port, topology.nnodes, topology.node_rank, request.join_timeout, self._stopped

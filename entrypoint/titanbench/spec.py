@@ -21,6 +21,14 @@ FLOAT8_FLAG = "--model.converters=float8"
 ROWWISE_FLAG = "--float8.recipe_name=rowwise"
 SEQ_LEN_FLAGS = ("--training.seq_len", "--training.seq-len")
 
+# Bounds on what a spec or an override may ask for: far beyond any real run, so a typo such as 1e21
+# steps or 10^20 nodes is an error, not an overflow or a plan that hangs.
+MAX_NODES = 100_000
+MAX_GPUS_PER_NODE = 1_024
+MAX_STEPS = 100_000_000
+# A spec file is a few KB: a huge one is a mistake (and would stall the YAML loader).
+MAX_SPEC_BYTES = 1_000_000
+
 # A GPU power limit this close to a spec's `hardware.power_limit_w` counts as the same (doctor, report).
 POWER_TOLERANCE_W = 5.0
 
@@ -71,10 +79,10 @@ class _Strict(BaseModel):
 
 
 class Topology(_Strict):
-    nodes: PositiveInt
-    gpus_per_node: PositiveInt
-    tp: PositiveInt
-    fsdp: PositiveInt
+    nodes: int = Field(ge=1, le=MAX_NODES)
+    gpus_per_node: int = Field(ge=1, le=MAX_GPUS_PER_NODE)
+    tp: int = Field(ge=1, le=MAX_GPUS_PER_NODE)
+    fsdp: int = Field(ge=1, le=MAX_NODES * MAX_GPUS_PER_NODE)
 
     @property
     def world(self) -> int:
@@ -119,7 +127,7 @@ class ConfigSpec(_Strict):
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$")
     tp_type: TpType
     quantization: Quantization
-    steps: PositiveInt
+    steps: int = Field(ge=1, le=MAX_STEPS)
     published_tps: float | None = Field(default=None, gt=0)
     flags: ShellFlags = ""
     cpu: CpuConfig = CpuConfig()
@@ -241,6 +249,8 @@ def describe_error(error: ValidationError) -> str:
 
 def load_spec_file(path: Path) -> MatrixSpec:
     try:
+        if path.stat().st_size > MAX_SPEC_BYTES:
+            raise TitanbenchError(f"{path}: a spec is a few KB; this one is over {MAX_SPEC_BYTES:,} bytes")
         data = yaml.safe_load(path.read_text())
     except OSError as error:
         raise TitanbenchError(f"{path}: cannot read spec: {error.strerror}") from None

@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import click
@@ -9,12 +10,27 @@ from titanbench.nodes import Explicit
 from titanbench.options import matrix_options
 
 SECONDS = click.FloatRange(min=0, min_open=True)
+# One path component that cannot climb out of the results directory or name it: no `/`, not `.`/`..`.
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def check_run_id(value: str | None) -> str | None:
+    if value is not None and (not RUN_ID.fullmatch(value) or set(value) == {"."}):
+        raise click.BadParameter(
+            f"{value!r}: a run id is one plain name under --results (letters, digits, '.', '_', '-'; "
+            "starting with a letter or digit)"
+        )
+    return value
 
 
 @click.command()
 @matrix_options
 @click.option("--only", multiple=True, metavar="CONFIG", help="Run only this config id (repeatable).")
-@click.option("--run-id", help="Run directory name under --results [default: UTC timestamp].")
+@click.option(
+    "--run-id",
+    callback=lambda _ctx, _param, value: check_run_id(value),
+    help="Run directory name under --results: one plain name (letters, digits, . _ -) [default: UTC timestamp].",
+)
 @click.option(
     "--resume",
     type=click.Path(file_okay=False, path_type=Path),
