@@ -578,3 +578,42 @@ def test_a_master_port_with_no_room_for_the_coordination_port_is_refused(tmp_pat
     assert outcome.exit_code == 1
     assert "master port 65535 leaves no port for the drivers' coordination" in outcome.output
     assert "Traceback" not in outcome.output
+
+
+@pytest.mark.torchrun
+def test_a_run_directory_has_one_driver_and_a_dead_ones_lock_does_not_outlive_it(tmp_path):
+    """Planted: a second run on the same --run-id, and a --resume, while the first runs; then the
+    first is SIGKILLed (no cleanup of its own) and a resume must get the directory."""
+    run_dir = tmp_path / "results" / "r"
+    args = ["--model", str(SPEC), "--nodes", "1", "--tp", "1", "--results", str(tmp_path / "results"),
+            "--only", "vanilla-bf16"]  # fmt: skip
+    first = start(tmp_path, *args, "--run-id", "r", "--master-port", str(free_port()),
+                  env=driver_env(STAND_IN_HANG="vanilla-bf16"))  # fmt: skip
+    log = run_dir / "stand_in" / "vanilla-bf16" / "train.log"
+    wait_for(log, "step:  1", first)
+    before = log.read_text()
+    for again in (["--run-id", "r"], ["--resume", str(run_dir)]):
+        code, output = finish(start(tmp_path, *args, *again, "--master-port", str(free_port())))
+        assert code == 1, output
+        assert f"Error: {run_dir} is in use by another titanbench run (pid {first.pid} on " in output
+        assert "[1/1]" not in output  # refused before any torchrun
+    assert log.read_text().startswith(before) and not list(log.parent.glob("train.log.attempt*"))
+    first.kill()
+    first.wait()
+    subprocess.run(["pkill", "-f", f"--log-dir {run_dir}"], check=False)
+    code, output = finish(start(tmp_path, "--resume", str(run_dir), "--master-port", str(free_port())))
+    assert code == 0, output
+    assert result(run_dir, "vanilla-bf16")["status"] == "ok"
+
+
+def test_resume_with_a_corrupted_record_stops_before_touching_anything(tmp_path):
+    run_dir = tmp_path / "r"
+    log = run_dir / "stand_in" / "vanilla-bf16" / "train.log"
+    log.parent.mkdir(parents=True)
+    log.write_text("step:  1  loss: 1.0  tps: 5\n")
+    (log.parent / "result.json").write_text('{"status": "failed"}')
+    (run_dir / "run.json").write_text(json.dumps({"request": {"model": str(SPEC)}, "timings": []}))
+    outcome = invoke("--resume", str(run_dir))
+    assert outcome.exit_code == 1
+    assert outcome.output.startswith(f"Error: {run_dir / 'run.json'}: timings: ") and outcome.output.count("\n") == 1
+    assert sorted(p.name for p in log.parent.iterdir()) == ["result.json", "train.log"]  # nothing renamed

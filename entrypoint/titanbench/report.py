@@ -16,8 +16,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
-
 from titanbench import intervals, logparse, results, settings, stats
 from titanbench.atomic import write_bytes, write_json, write_text
 from titanbench.errors import TitanbenchError
@@ -28,7 +26,6 @@ from titanbench.spec import (
     QUANTIZATIONS,
     TP_LABELS,
     MatrixSpec,
-    describe_error,
     resolve_models,
 )
 
@@ -53,39 +50,9 @@ _GBPS = re.compile(r"(\d+(?:\.\d+)?)\s*Gb")
 # ---- collect ------------------------------------------------------------------------------------
 
 
-class _RecordedTopology(BaseModel):
-    nodes: int
-    gpus_per_node: int
-    tp: int
-    fsdp: int
-
-
-class _RecordedPlan(BaseModel):
-    """What the report reads of a `ConfigPlan.to_dict()` in run.json; the rest passes through."""
-
-    model_config = ConfigDict(extra="allow")
-    model: str
-    config: str
-    tp_type: str | None = None
-    quantization: str | None = None
-    topology: _RecordedTopology | None = None
-    published_tps: float | None = None
-    deviations: list[str] = []
-
-
-class _RecordedRun(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    configs: list[_RecordedPlan] = []
-    request: dict[str, Any] | None = None
-    pins: dict[str, str] | None = None
-
-
 def _read_run(run_dir: Path) -> dict[str, Any]:
     """run.json, checked where the report relies on it: a hand-edited or foreign file is one clear error."""
-    try:
-        return _RecordedRun.model_validate(results.read_run(run_dir) or {}).model_dump(exclude_unset=True)
-    except ValidationError as error:
-        raise TitanbenchError(f"{run_dir / results.RUN_FILE}: {describe_error(error)}") from None
+    return results.read_run(run_dir) or {}
 
 
 def _plans(run: dict[str, Any]) -> list[dict[str, Any]]:

@@ -9,15 +9,24 @@
 Every JSON file is written atomically; a finished `ok` result is never overwritten.
 """
 
+import fcntl
 import json
+import os
 import re
+import socket
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from titanbench.atomic import write_json
+from titanbench.clock import utc_now
 from titanbench.errors import TitanbenchError
+from titanbench.spec import describe_error
 
 RUN_FILE = "run.json"
+# Held (flock) by the driver that owns the run directory; see hold_run_dir.
+LOCK_FILE = ".lock"
 RESULT_FILE = "result.json"
 TRAIN_LOG = "train.log"
 # ok; skipped (cannot run on this device: never launched, never a failure); and the ways a config fails.
@@ -44,6 +53,69 @@ def log_path(run_dir: Path, model: str, config: str, node_rank: int = 0) -> Path
     return config_dir(run_dir, model, config) / name
 
 
+class _Record(BaseModel):
+    # Fields a reader relies on are typed; anything else a writer adds passes through.
+    model_config = ConfigDict(extra="allow")
+
+
+class RecordedTopology(_Record):
+    nodes: int
+    gpus_per_node: int
+    tp: int
+    fsdp: int
+
+
+class RecordedPlan(_Record):
+    """A `ConfigPlan.to_dict()` as run.json keeps it."""
+
+    model: str
+    config: str
+    tp_type: str | None = None
+    quantization: str | None = None
+    topology: RecordedTopology | None = None
+    published_tps: float | None = None
+    deviations: list[str] = []
+    trainer: str | None = None
+    device: str | None = None
+
+
+class RunRecord(_Record):
+    """run.json: written by node 0's driver, read by `--resume` and by the report."""
+
+    status: str | None = None
+    created_at: str | None = None
+    request: dict[str, Any] | None = None
+    fingerprint: str | None = None
+    configs: list[RecordedPlan] = []
+    deviations: dict[str, list[str]] = {}
+    notes: list[str] = []
+    timings: dict[str, dict[str, Any]] = {}
+    sessions: list[dict[str, Any]] = []
+    pins: dict[str, str] | None = None
+
+
+class ConfigResult(_Record):
+    """<model>/<config>/result.json: one config's verdict."""
+
+    status: Literal[STATUSES]  # type: ignore[valid-type]
+    reason: str = ""
+    attempt: int = Field(default=0, ge=0)
+    log: str | None = None
+    previous_logs: list[str] = []
+    evidence_checked: bool | None = None
+    returncode: int | None = None
+    last_step: int | None = None
+    log_tail: list[str] = []
+    nodes: dict[str, str] = {}
+
+
+def _validated(path: Path, model: type[_Record], data: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return model.model_validate(data).model_dump(exclude_unset=True)
+    except ValidationError as error:
+        raise TitanbenchError(f"{path}: {describe_error(error)}") from None
+
+
 def _read_json(path: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
@@ -57,25 +129,33 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 
 def read_run(run_dir: Path) -> dict[str, Any] | None:
-    return _read_json(run_dir / RUN_FILE)
+    """run.json checked against `RunRecord` (a bad field is one error line naming it), or None."""
+    path = run_dir / RUN_FILE
+    data = _read_json(path)
+    return None if data is None else _validated(path, RunRecord, data)
 
 
 def write_run(run_dir: Path, data: dict[str, Any]) -> None:
-    write_json(run_dir / RUN_FILE, data)
+    path = run_dir / RUN_FILE
+    write_json(path, _validated(path, RunRecord, data))
 
 
 def read_result(run_dir: Path, model: str, config: str) -> dict[str, Any] | None:
-    return _read_json(config_dir(run_dir, model, config) / RESULT_FILE)
+    """result.json checked against `ConfigResult`, or None."""
+    path = config_dir(run_dir, model, config) / RESULT_FILE
+    data = _read_json(path)
+    return None if data is None else _validated(path, ConfigResult, data)
 
 
 def write_result(run_dir: Path, model: str, config: str, result: dict[str, Any]) -> None:
     """Write a config's result; refuses to replace an `ok` one (finished results are never lost)."""
     if result.get("status") not in STATUSES:
         raise ValueError(f"unknown status {result.get('status')!r}")
+    path = config_dir(run_dir, model, config) / RESULT_FILE
     previous = read_result(run_dir, model, config)
     if previous and previous.get("status") == "ok":
         raise TitanbenchError(f"{model}/{config} already finished ok in {run_dir}: not overwriting it")
-    write_json(config_dir(run_dir, model, config) / RESULT_FILE, result)
+    write_json(path, _validated(path, ConfigResult, result))
 
 
 def config_folders(run_dir: Path) -> list[tuple[str, str]]:
@@ -107,3 +187,24 @@ def previous_attempts(path: Path) -> list[str]:
     numbered = re.compile(re.escape(path.name) + r"\.attempt(\d+)")
     found = {int(m[1]): p.name for p in path.parent.glob(f"{path.name}.*") if (m := numbered.fullmatch(p.name))}
     return [found[number] for number in sorted(found)]
+
+
+def hold_run_dir(run_dir: Path) -> int:
+    """Own RUN_DIR for this driver's lifetime (returns the lock's descriptor; keep it open).
+
+    One driver at a time per run directory: a second `run` on the same `--run-id` or `--resume` is
+    refused before anything starts, naming the holder. The lock is the kernel's (flock), so a holder
+    that dies, even by SIGKILL, releases it: a stale owner never blocks a resume."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 512).decode(errors="replace").strip() or "a driver that wrote nothing yet"
+        os.close(fd)
+        raise TitanbenchError(
+            f"{run_dir} is in use by another titanbench run ({holder}): wait for it to end or stop it"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since {utc_now()}".encode())
+    return fd

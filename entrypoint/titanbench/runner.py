@@ -249,6 +249,9 @@ class Driver:
 
     def _lead(self, options: dict[str, Any], topology: Placement, coordinator) -> int:
         run_dir = self._run_dir(options, self.request.run_id)
+        if self.request.resume and not run_dir.is_dir():
+            raise TitanbenchError(f"--resume {self.request.resume}: no such run directory")
+        self.run_dir_lock = results.hold_run_dir(run_dir)
         if not self.request.resume and results.read_run(run_dir) is not None:
             raise TitanbenchError(f"{run_dir} already holds a run: pick another --run-id or --resume it")
         plans, fingerprint, notes = self._prepare(options, topology, run_dir)
