@@ -617,3 +617,31 @@ def test_resume_with_a_corrupted_record_stops_before_touching_anything(tmp_path)
     assert outcome.exit_code == 1
     assert outcome.output.startswith(f"Error: {run_dir / 'run.json'}: timings: ") and outcome.output.count("\n") == 1
     assert sorted(p.name for p in log.parent.iterdir()) == ["result.json", "train.log"]  # nothing renamed
+
+
+@pytest.mark.torchrun
+def test_a_disk_that_fills_mid_run_is_one_error_line_and_every_record_stays_whole(tmp_path, monkeypatch):
+    """Planted: the second config's result.json cannot be written (ENOSPC)."""
+    import errno
+
+    from titanbench import results as layout
+
+    write = layout.write_json
+
+    def full_for_the_second_result(path, data):
+        if path.name == "result.json" and path.parent.name == "async-bf16" and data.get("status") != "interrupted":
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        write(path, data)
+
+    monkeypatch.setattr(layout, "write_json", full_for_the_second_result)
+    for name, value in driver_env().items():
+        monkeypatch.setenv(name, value)
+    outcome = invoke(*one_node(tmp_path, "--run-id", "r", "--torchtitan-dir", str(tmp_path)))
+    assert outcome.exit_code == 1, outcome.output
+    assert outcome.output.splitlines()[-1].startswith("Error: cannot write ") and "No space left" in outcome.output
+    assert "Traceback" not in outcome.output
+    run_dir = tmp_path / "results" / "r"
+    assert result(run_dir, "vanilla-bf16")["status"] == "ok"
+    run = json.loads((run_dir / "run.json").read_text())
+    assert run["status"] == "interrupted" and "No space left" in run["sessions"][-1]["stopped"]
+    assert not list(run_dir.rglob("*.tmp"))

@@ -387,7 +387,11 @@ class Leader:
         for index, plan in enumerate(todo, start=1):
             if driver.stop.signal:
                 break
-            stopped = self._run_one(plan, index, len(todo))
+            try:
+                stopped = self._run_one(plan, index, len(todo))
+            except OSError as error:
+                self._record_write_failure(error)
+                raise
             if stopped:
                 break
         if driver.stop.signal:
@@ -407,6 +411,14 @@ class Leader:
         for key, status in statuses.items():
             _say(driver.out, f"  {status or 'not run':<12} {key}")
         return code
+
+    def _record_write_failure(self, error: OSError) -> None:
+        """Best effort: run.json should not keep saying `running` (with a full disk this write may fail too,
+        and then the last good run.json stays, whole)."""
+        self.run["status"] = "interrupted"
+        self.run["sessions"][-1].update({"finished_at": utc_now(), "stopped": f"cannot write: {error}"})
+        with contextlib.suppress(OSError):
+            self._write_run()
 
     def _skip(self, plan: ConfigPlan) -> None:
         """A config that cannot run on this device: recorded as `skipped` with why, never launched."""
@@ -497,5 +509,15 @@ class Leader:
 
 
 def run_matrix(request: Request, env: Mapping[str, str] | None = None, out: TextIO | None = None) -> int:
-    """Run (or resume) the matrix on this node; returns the exit status."""
-    return Driver(request, os.environ if env is None else env, out or sys.stderr).run()
+    """Run (or resume) the matrix on this node; returns the exit status.
+
+    A results directory that cannot be written (disk full, read-only, not a directory) is one error
+    line; every record already written stays whole (atomic writes keep the last good version)."""
+    try:
+        return Driver(request, os.environ if env is None else env, out or sys.stderr).run()
+    except OSError as error:
+        where = error.filename or "the results directory"
+        raise TitanbenchError(
+            f"cannot write {where}: {error.strerror or error}: the run stopped; records written so far are "
+            "intact, --resume continues once the disk is writable"
+        ) from None
