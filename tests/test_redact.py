@@ -1,6 +1,6 @@
 import pytest
 
-from titanbench.redact import MASK, is_secret_name, known_secrets, redact_env, scrub
+from titanbench.redact import MASK, is_secret_name, known_secrets, redact_env, redact_value, scrub
 
 TOKEN = "hf_" + "Zq8" * 12
 
@@ -100,3 +100,21 @@ def test_a_token_file_that_is_not_utf8_crashes_nothing(monkeypatch, tmp_path):
     assert scrub("plain text") == "plain text"
     result = CliRunner().invoke(main, ["env", "--json"])
     assert result.exit_code == 0, result.exception
+
+
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        # A token as a URL's user (git's https://TOKEN@host form).
+        ("git clone https://ghp_16charactersOrMore1@github.com/org/repo", "https://***@github.com/org/repo"),
+        # A secret-named variable with a value too short for value-based scrubbing.
+        ("export SHORT_PASSWORD=abc12", "export SHORT_PASSWORD=***"),
+    ],
+)
+def test_what_escaped_masking_before(text, masked):
+    assert redact_value(text).endswith(masked)
+
+
+def test_flags_and_plain_urls_are_left_alone():
+    text = "--model.tokenizer_path=./assets/tokenizer https://user@host/x NCCL_IB_HCA=mlx5_0 ssh://git@github.com"
+    assert redact_value(text) == text

@@ -21,8 +21,12 @@ MIN_SECRET_LENGTH = 6
 
 _SECRET_WORDS = ("TOKEN", "SECRET", "PASSWORD", "PASSWD", "PASSPHRASE", "CREDENTIAL", "APIKEY", "PRIVATE")
 _SECRET_PARTS = {"KEY", "PASS", "AUTH", "COOKIE", "SIGNATURE"}
-# Credentials inside URLs: scheme://user:password@host.
+# Credentials inside URLs: scheme://user:password@host, and scheme://TOKEN@host (a token as the user).
 _URL_PASSWORD = re.compile(r"(?<=://)([^/\s:@]+):([^@\s/]+)@")
+_URL_TOKEN_USER = re.compile(r"(?<=://)([^/\s:@]{16,})@")
+# `NAME=value` with a secret-like environment-variable NAME, whatever the value's length (a short
+# password is still one). Upper case only: lower-case flags such as `--model.tokenizer_path=` are paths.
+_SECRET_ASSIGNMENT = re.compile(r"(?<![\w.-])([A-Z_][A-Z0-9_]*)=([^\s'\"]+)")
 # Hugging Face user access tokens, masked even when they sit under an innocent name.
 _HF_TOKEN_SHAPE = re.compile(r"\bhf_[A-Za-z0-9]{30,}\b")
 
@@ -39,6 +43,8 @@ def is_secret_name(name: str) -> bool:
 def redact_value(value: str) -> str:
     """A non-secret value with any embedded URL password or HF-token-shaped string masked."""
     value = _URL_PASSWORD.sub(rf"\1:{MASK}@", value)
+    value = _URL_TOKEN_USER.sub(f"{MASK}@", value)
+    value = _SECRET_ASSIGNMENT.sub(lambda m: f"{m[1]}={MASK}" if is_secret_name(m[1]) else m[0], value)
     return _HF_TOKEN_SHAPE.sub(MASK, value)
 
 
