@@ -218,8 +218,8 @@ def _env(spec: MatrixSpec, config: ConfigSpec, locations: Locations, args: list[
     entries = {
         "TORCHINDUCTOR_CACHE_DIR": (
             str(cache / "inductor"),
-            "one compile cache per config, kept across runs (a shared one reused a vanilla-TP graph "
-            "in an async-TP run: torchtitan issue 1185)",
+            "one compile cache per config, kept across runs: a precaution (inductor once reused a vanilla-TP "
+            "graph in an async-TP run, torchtitan issue 1185; torch fixed it in PR 153672, before the pin)",
         ),
     }
     if device == "cuda":
