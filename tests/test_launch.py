@@ -12,6 +12,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from logfactory import Metrics, metrics_message, titan_line
 from titanbench.launch import Limits, Progress, Stop, launch, launcher_command, root_cause
 from titanbench.plan import ConfigPlan
@@ -270,3 +272,183 @@ def test_the_earliest_recorded_worker_error_is_the_root_cause(tmp_path):
         error.parent.mkdir(parents=True)
         error.write_text(json.dumps({"message": {"message": message, "extraInfo": {"timestamp": stamp}}}))
     assert root_cause(tmp_path, ["RuntimeError: from the tail"]) == "ValueError: first"
+
+
+# --- No process outlives its config (planted faults: a SIGTERM-proof child, a detached grandchild) ---
+
+# The stand-in trainer: a child that ignores SIGTERM, and a grandchild that calls setsid and whose parent
+# exits at once (a daemon: orphaned while the trainer still runs). Each writes its pid to `pids/`.
+LEAVES_PROCESSES_BEHIND = """
+    import os, pathlib, subprocess, sys, time
+    pids = pathlib.Path({pids!r})
+    pids.mkdir()
+    stubborn = (
+        "import os, pathlib, signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        "pathlib.Path({pids!r}, 'stubborn').write_text(str(os.getpid())); time.sleep(600)"
+    )
+    detached = (
+        "import os, pathlib, time; os.setsid(); "
+        "pathlib.Path({pids!r}, 'detached').write_text(str(os.getpid())); time.sleep(600)"
+    )
+    daemonize = f"import subprocess, sys; subprocess.Popen([sys.executable, '-c', {{detached!r}}])"
+    subprocess.Popen([sys.executable, "-c", stubborn])
+    subprocess.Popen([sys.executable, "-c", daemonize]).wait()
+    while not all((pids / name).is_file() and (pids / name).read_text() for name in ("stubborn", "detached")):
+        time.sleep(0.05)
+    print("left behind", flush=True)
+    {then}
+"""
+
+
+def zombie_children() -> list[int]:
+    """This process's children that exited and were never reaped."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        with_stat = entry.name.isdigit() and Path(entry, "stat").exists()
+        try:
+            fields = Path(entry, "stat").read_text().rsplit(")", 1)[1].split() if with_stat else []
+        except OSError:
+            continue
+        if fields and int(fields[1]) == os.getpid() and fields[0] == "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def left_behind(pids: Path) -> list[int]:
+    return [pid for pid in (int((pids / name).read_text()) for name in ("stubborn", "detached")) if alive(pid)]
+
+
+ENDINGS = {
+    # status: (what the stand-in does once its processes are out, the limits, a driver signal)
+    "ok": ("", Limits(grace_period=1), False),
+    "failed": ("sys.exit(7)", Limits(grace_period=1), False),
+    "timeout": ("time.sleep(600)", Limits(config_timeout=5, grace_period=1), False),
+    "stalled": ("time.sleep(600)", Limits(stall_timeout=3, grace_period=1), False),
+    "interrupted": ("time.sleep(600)", Limits(grace_period=1), True),
+}
+
+
+@pytest.mark.parametrize("ending", ENDINGS)
+def test_nothing_the_config_started_outlives_it(tmp_path, ending):
+    then, limits, interrupt = ENDINGS[ending]
+    pids = tmp_path / "pids"
+    stop = Stop()
+    if interrupt:
+
+        def interrupt_when_started():
+            while not (pids / "detached").is_file():
+                time.sleep(0.05)
+            stop.signal = signal.SIGTERM
+
+        threading.Thread(target=interrupt_when_started, daemon=True).start()
+    # A helper the driver owns, started before the config: not the config's, so it must survive.
+    helper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        code = LEAVES_PROCESSES_BEHIND.format(pids=str(pids), then=then)
+        outcome, text, _ = run(code, tmp_path, limits, stop=stop)
+        assert outcome.status == ending, outcome
+        assert "left behind" in text
+        assert left_behind(pids) == []
+        assert zombie_children() == []
+        assert alive(helper.pid), "the driver's own helper was killed"
+    finally:
+        helper.kill()
+        helper.wait()
+
+
+# --- Bounded output (planted faults: 100 MB without a newline, a secret split across writes) ---
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident set (VmHWM) so far."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM in /proc/self/status")
+
+
+def test_100_mb_without_a_newline_is_progress_in_bounded_memory(tmp_path):
+    # 100 writes of 1 MiB over ~4 s, no newline: longer than the stall timeout, and no line ever ends.
+    code = """
+        import sys, time
+        chunk = b"x" * (1 << 20)
+        for _ in range(100):
+            sys.stdout.buffer.write(chunk)
+            sys.stdout.buffer.flush()
+            time.sleep(0.04)
+    """
+    log = tmp_path / "train.log"
+    limits = Limits(stall_timeout=2, grace_period=1)
+    before = peak_rss_bytes()
+    outcome = launch(
+        plan_running(code, tmp_path), log, limits, Stop(), Progress(io.StringIO(), 1, 1, "m/c", 20), secrets=[]
+    )
+    growth = peak_rss_bytes() - before
+    assert outcome.status == "ok", outcome
+    assert growth < 200 * 2**20, f"the driver grew by {growth / 2**20:.0f} MiB"
+    assert 0 < len(outcome.log_tail) <= 30
+    assert all(len(entry) <= 1000 for entry in outcome.log_tail)
+    assert len(json.dumps(outcome.to_dict())) < 64 * 1024
+    assert log.stat().st_size == 100 * 2**20
+    with open(log, "rb") as written:
+        assert all(set(block) == {ord("x")} for block in iter(lambda: written.read(1 << 20), b""))
+
+
+def test_output_without_newlines_counts_as_progress(tmp_path):
+    code = """
+        import sys, time
+        for _ in range(12):
+            sys.stdout.write("."); sys.stdout.flush()
+            time.sleep(0.25)
+    """
+    outcome, log, _ = run(code, tmp_path, Limits(stall_timeout=1.5, grace_period=1))
+    assert outcome.status == "ok", outcome
+    assert log == "." * 12
+
+
+def test_undecodable_bytes_do_not_stop_the_reader(tmp_path):
+    code = f"""
+        import sys
+        sys.stdout.buffer.write(b"\\xff\\xfe\\x80 garbage\\n" + b"\\xc3" )
+        sys.stdout.buffer.flush()
+        sys.stdout.buffer.write(b"\\xa9t\\xe9\\n")
+        print({METRICS!r})
+    """
+    outcome, log, _ = run(code, tmp_path)
+    assert outcome.status == "ok"
+    assert "\ufffd\ufffd\ufffd garbage\n" in log
+    assert "\u00e9t\ufffd\n" in log  # a character split across two writes is decoded whole
+    assert (outcome.last_step, outcome.last_tps) == (10, 6567)
+
+
+def test_a_secret_split_across_two_writes_is_masked(tmp_path):
+    secret = "s3cr3t-value-split-in-two-halves"
+    code = f"""
+        import sys, time
+        sys.stdout.write("token is {secret[:12]}"); sys.stdout.flush()
+        time.sleep(0.5)
+        sys.stdout.write("{secret[12:]} and more\\n"); sys.stdout.flush()
+    """
+    outcome, log, _ = run(code, tmp_path, secrets=[secret])
+    assert outcome.status == "ok"
+    assert log == "token is *** and more\n"
+    assert secret[:12] not in log and secret[12:] not in log
+
+
+def test_a_secret_across_the_line_cap_is_masked(tmp_path):
+    # A line too long to keep whole is cut: never inside a secret, and each piece is scrubbed.
+    secret = "s3cr3t-value-at-the-cap"
+    code = f"""
+        import sys, time
+        for offset in range(-30, 30, 7):
+            head = "x" * ((1 << 16) + offset) + "{secret[:9]}"
+            sys.stdout.write(head); sys.stdout.flush()
+            time.sleep(0.05)
+            sys.stdout.write("{secret[9:]}" + "y" * (1 << 16)); sys.stdout.flush()
+        sys.stdout.write("\\n")
+    """
+    outcome, log, _ = run(code, tmp_path, secrets=[secret])
+    assert outcome.status == "ok"
+    assert secret[:9] not in log and secret[9:] not in log
+    assert log.count("***") == len(range(-30, 30, 7))
+    assert all(secret[:9] not in entry and secret[9:] not in entry for entry in outcome.log_tail)
