@@ -265,3 +265,17 @@ def test_cli_bad_input_is_one_error_line(args, message):
     assert message in result.output
     assert "Traceback" not in result.output
     assert sum(line.startswith("Error:") for line in result.output.splitlines()) == 1
+
+
+@pytest.mark.parametrize("image", ["bad image:tag", "reg.example.com/team/x:t@sha256:abc", "x::1", "-leading/dash"])
+def test_an_image_reference_kubernetes_could_not_pull_is_refused(image):
+    result = invoke("--model", "8b", "--flavor", "jobset", "--image", image)
+    assert result.exit_code == 1 and "not an image reference" in result.output and "kind:" not in result.output
+
+
+@pytest.mark.parametrize(
+    "image",
+    ["titanbench:820504e2-source", "registry.example.com:5000/team/titanbench:TAG", "ghcr.io/o/r@sha256:" + "a" * 64],
+)
+def test_real_image_references_pass(image):
+    assert f"image: {image}" in invoke("--model", "8b", "--flavor", "jobset", "--image", image).output

@@ -300,3 +300,21 @@ def test_generated_script_runs_under_a_real_slurm(tmp_path):
     assert len(results) == 3, output
     statuses = {json.loads(p.read_text())["status"] for p in results}
     assert statuses == {"ok"}, output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--time", "banana"], "--time 'banana': not a Slurm time"),
+        (["--image", "bad image:tag"], "--image 'bad image:tag': not an image reference"),
+        (["--image", "Team/Upper:1"], "not an image reference"),
+    ],
+)
+def test_values_the_script_could_not_use_are_refused(args, message):
+    result = invoke("--model", "8b", *args)
+    assert result.exit_code == 1 and message in result.output and "#SBATCH" not in result.output
+
+
+@pytest.mark.parametrize("time", ["90", "30:00", "04:00:00", "2-00", "1-04:00", "1-04:00:00", "UNLIMITED"])
+def test_every_slurm_time_form_is_accepted(time):
+    assert f"#SBATCH --time={time}" in invoke("--model", "8b", "--time", time).output

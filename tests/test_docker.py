@@ -523,3 +523,16 @@ def test_cpu_container_starts_on_this_engine(client, tmp_path, capfd):
     status = container.run_container(client, Probe(image=TEST_BASE_IMAGE, results=tmp_path, device="cpu"))
     assert status == 0
     assert capfd.readouterr().out.split() == [str(container.STACK_BYTES // 1024), "writable"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model", "nosuch"], "Error: unknown model 'nosuch'"),
+        (["--model", "8b", "--results", "/x/a:b"], "Error: --results /x/a:b: a path with ':' cannot be bind-mounted"),
+        (["--model", "8b", "--image", "not an image"], "Error: --image 'not an image': not an image reference"),
+    ],
+)
+def test_print_never_prints_a_docker_run_line_that_cannot_work(args, message):
+    result = invoke("--print", "--device", "cpu", *args)
+    assert result.exit_code == 1 and result.output.startswith(message) and "docker run" not in result.output

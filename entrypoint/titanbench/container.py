@@ -8,6 +8,7 @@ and found through `HF_TOKEN_PATH`, so `docker inspect` cannot show it.
 
 from __future__ import annotations
 
+import re
 import shlex
 import sys
 from dataclasses import dataclass, field
@@ -263,3 +264,24 @@ def run_container(client: DockerClient, options: LaunchOptions) -> int:
         return int(container.wait()["StatusCode"])
     finally:
         container.remove(force=True)
+
+
+# An image reference as Docker, pyxis and Kubernetes parse it: [registry[:port]/]path[:tag][@sha256:digest].
+_IMAGE_REFERENCE = re.compile(
+    r"(?:[A-Za-z0-9]+(?:[.-][A-Za-z0-9]+)*(?::[0-9]+)?/)?"
+    r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[a-f0-9]{64})?"
+)
+
+
+def check_image_reference(option: str, value: str) -> str:
+    if not _IMAGE_REFERENCE.fullmatch(value):
+        raise TitanbenchError(f"{option} {value!r}: not an image reference ([registry/]name[:tag][@sha256:digest])")
+    return value
+
+
+def check_host_path(option: str, path: Path) -> Path:
+    """A host path for `-v HOST:TARGET`: a colon in it would split the mount in the wrong place."""
+    if ":" in str(path.resolve()):
+        raise TitanbenchError(f"{option} {path}: a path with ':' cannot be bind-mounted (docker -v HOST:TARGET)")
+    return path

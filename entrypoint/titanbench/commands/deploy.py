@@ -9,6 +9,7 @@ from click.core import ParameterSource
 
 from titanbench import settings
 from titanbench.atomic import write_text
+from titanbench.container import check_image_reference
 from titanbench.deploy import default_image, target
 from titanbench.deploy.k8s import DEFAULT_HF_SECRET, DEFAULT_RESULTS_PVC, FLAVORS, K8sOptions, render_manifest
 from titanbench.deploy.slurm import SlurmOptions, render_sbatch
@@ -16,6 +17,8 @@ from titanbench.errors import TitanbenchError
 
 # Values written verbatim into a shell script or a #SBATCH line: no quoting, spaces or expansions.
 _PLAIN = re.compile(r"^[A-Za-z0-9_.,:@#%+=/-]+$")
+# sbatch --time: minutes, minutes:seconds, hours:minutes:seconds, days-hours[:minutes[:seconds]].
+_SLURM_TIME = re.compile(r"\d+(?::\d{1,2}){0,2}|\d+-\d{1,2}(?::\d{1,2}){0,2}|UNLIMITED|INFINITE")
 # RFC 1123 subdomain: what Kubernetes accepts for namespaces, claims and secrets.
 _DNS_NAME = re.compile(r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
@@ -36,6 +39,14 @@ EXTRA = click.argument("extra", nargs=-1, type=click.UNPROCESSED)
 def _plain(option: str, value: str | None) -> str | None:
     if value is not None and not _PLAIN.match(value):
         raise TitanbenchError(f"{option} {value!r}: only letters, digits and _.,:@#%+=/- are allowed here")
+    return value
+
+
+def _slurm_time(value: str | None) -> str | None:
+    if value is not None and not _SLURM_TIME.fullmatch(value):
+        raise TitanbenchError(
+            f"--time {value!r}: not a Slurm time (minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS or UNLIMITED)"
+        )
     return value
 
 
@@ -133,13 +144,13 @@ def slurm(model, nodes, image, sqsh, partition, account, time, no_container, ven
     elif sqsh:
         container = _plain("--sqsh", str(Path(sqsh).resolve()))
     else:
-        container = _plain("--image", image) or default_image()
+        container = check_image_reference("--image", image) if image else default_image()
     options = SlurmOptions(
         image=container,
         venv=_plain("--venv", str(Path(venv).resolve())) if venv else None,
         partition=_plain("--partition", partition),
         account=_plain("--account", account),
-        time=_plain("--time", time),
+        time=_slurm_time(time),
         extra=tuple(extra),
         command_line=_command_line(click.get_current_context()),
     )
@@ -188,7 +199,7 @@ def k8s(model, flavor, nodes, image, namespace, rdma_resource, results_pvc, hf_t
       titanbench deploy k8s --model 70b --flavor jobset --namespace ml --rdma-resource rdma/ib=1
     """
     options = K8sOptions(
-        image=image or default_image(),
+        image=check_image_reference("--image", image) if image else default_image(),
         flavor=flavor,
         namespace=namespace and _dns_name("--namespace", namespace),
         rdma_resource=rdma_resource,

@@ -11,6 +11,7 @@ from click.core import ParameterSource
 
 from titanbench import container
 from titanbench.errors import TitanbenchError
+from titanbench.spec import resolve_models
 from titanbench.staging import DEFAULT_TOKENIZER_DEST, TOKENIZER_FILE
 
 TOKEN_ENV = "HF_TOKEN"
@@ -116,6 +117,13 @@ def docker(
         return
     if any(arg == "--device" or arg.startswith("--device=") for arg in run_args):
         raise TitanbenchError("pass --device before `--`: titanbench docker also decides the GPU request by it")
+    if image:
+        container.check_image_reference("--image", image)
+    if model:
+        resolve_models(model)  # an unknown model is one error line here, not a container that fails
+    for option, path in (("--results", results), ("--assets", assets), ("--cache", cache)):
+        if path is not None:
+            container.check_host_path(option, path)
     device, why = container.resolve_device(device)
     staged = (assets / TOKENIZER_FILE).is_file()
     if click.get_current_context().get_parameter_source("assets") is ParameterSource.DEFAULT and not staged:
