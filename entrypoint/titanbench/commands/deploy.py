@@ -144,7 +144,8 @@ def slurm(model, nodes, image, sqsh, partition, account, time, no_container, ven
     elif sqsh:
         container = _plain("--sqsh", str(Path(sqsh).resolve()))
     else:
-        container = check_image_reference("--image", image) if image else default_image()
+        # pyxis names a registry with '#' (registry#name:tag); the rest is Docker's grammar.
+        container = image if image and check_image_reference("--image", image.replace("#", "/", 1)) else default_image()
     options = SlurmOptions(
         image=container,
         venv=_plain("--venv", str(Path(venv).resolve())) if venv else None,
