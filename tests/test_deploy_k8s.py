@@ -275,7 +275,7 @@ def test_an_image_reference_kubernetes_could_not_pull_is_refused(image):
 
 @pytest.mark.parametrize(
     "image",
-    ["titanbench:820504e2-source", "registry.example.com:5000/team/titanbench:TAG", "ghcr.io/o/r@sha256:" + "a" * 64],
+    ["titanbench:1.0-source", "registry.example.com:5000/team/titanbench:TAG", "ghcr.io/o/r@sha256:" + "a" * 64],
 )
 def test_real_image_references_pass(image):
     assert f"image: {image}" in invoke("--model", "8b", "--flavor", "jobset", "--image", image).output
