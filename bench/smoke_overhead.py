@@ -10,6 +10,7 @@ Run it on an otherwise idle machine; it prints both wall times and their differe
 import argparse
 import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -17,6 +18,12 @@ import time
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def timed(argv: list[str], **kwargs) -> float:
@@ -36,7 +43,17 @@ def main() -> None:
     common += ["--results", str(results), "--cache-dir", str(args.cache_dir)]
     plan = json.loads(
         subprocess.run(
-            [BIN / "titanbench", "plan", *common, "--run-id", "bare", "--format", "json"],
+            [
+                BIN / "titanbench",
+                "plan",
+                *common,
+                "--run-id",
+                "bare",
+                "--master-port",
+                str(free_port()),
+                "--format",
+                "json",
+            ],
             check=True,
             capture_output=True,
             text=True,
@@ -47,7 +64,8 @@ def main() -> None:
     for directory in config["make_dirs"]:
         Path(directory).mkdir(parents=True, exist_ok=True)
     bare = timed(argv, cwd=config["workdir"], env={**os.environ, **config["env"]})
-    through = timed([BIN / "titanbench", "run", *common, "--run-id", "titanbench", "--only", args.config])
+    port = ["--master-port", str(free_port())]
+    through = timed([BIN / "titanbench", "run", *common, *port, "--run-id", "titanbench", "--only", args.config])
     print(
         f"{args.config}: plain torchrun {bare:.1f} s, titanbench run {through:.1f} s, overhead {through - bare:+.1f} s"
     )
