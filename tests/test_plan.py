@@ -306,3 +306,17 @@ def test_torchtitan_arguments_come_in_the_documented_order(locations):
     published += [*shlex.split(QUANT_FLAGS["float8_rowwise"]), ASYNC]
     bundle = [b["flag"] for b in plan.bundle_flags]
     assert plan.torchtitan_args == ["--job.config_file", TRAIN_CONFIG.format("llama3_70b"), *published, *bundle]
+
+
+def test_auto_device_asks_torch_only_when_the_answer_could_be_cpu(monkeypatch):
+    from titanbench import options
+
+    def no_probe():
+        raise AssertionError("torch probed for a CUDA-only matrix")
+
+    monkeypatch.setattr(options, "torch_sees_gpu", no_probe)
+    assert options.resolve_device("auto", resolve_models("all")) == "cuda"
+    monkeypatch.setattr(options, "torch_sees_gpu", lambda: False)
+    assert options.resolve_device("auto", [load_spec("smoke")]) == "cpu"
+    monkeypatch.setattr(options, "torch_sees_gpu", lambda: True)
+    assert options.resolve_device("auto", [load_spec("smoke")]) == "cuda"

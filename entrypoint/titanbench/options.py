@@ -91,7 +91,7 @@ MATRIX_OPTIONS = [
     click.option(
         "--torchtitan-dir",
         type=click.Path(file_okay=False, path_type=Path),
-        default=".",
+        default=str(settings.DEFAULT_TORCHTITAN_DIR),
         show_default=True,
         envvar=settings.TORCHTITAN_DIR,
         show_envvar=True,
@@ -163,9 +163,10 @@ def resolve_device(requested: str, specs: list[MatrixSpec]) -> Device:
     """`--device auto`: cuda when torch sees a GPU; else cpu if every matrix runs there; else cuda."""
     if requested == "cpu":
         return "cpu"
-    if requested == "cuda" or torch_sees_gpu():
+    # Importing torch takes seconds: ask it only when the answer could be cpu.
+    if requested == "cuda" or not all("cpu" in spec.devices for spec in specs) or torch_sees_gpu():
         return "cuda"
-    return "cpu" if all("cpu" in spec.devices for spec in specs) else "cuda"
+    return "cpu"
 
 
 def overrides_from(options: dict[str, Any]) -> Overrides:

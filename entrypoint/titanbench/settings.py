@@ -44,9 +44,3 @@ def cache_root(results: Path, env: Mapping[str, str] | None = None, given: Path 
     env = os.environ if env is None else env
     chosen = given or (Path(env[CACHE_DIR]) if env.get(CACHE_DIR) else None)
     return chosen.resolve() if chosen else results / CACHE_SUBDIR
-
-
-def torchtitan_dir(env: Mapping[str, str] | None = None) -> Path | None:
-    """The torchtitan checkout named by $TITANBENCH_TORCHTITAN_DIR (the image sets it), if any."""
-    env = os.environ if env is None else env
-    return Path(env[TORCHTITAN_DIR]) if env.get(TORCHTITAN_DIR) else None

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
-from titanbench import container
+from titanbench import container, settings
 from titanbench.errors import TitanbenchError
 from titanbench.spec import resolve_models
 from titanbench.staging import DEFAULT_TOKENIZER_DEST, TOKENIZER_FILE
@@ -33,7 +33,7 @@ def say_device(device: str, why: str | None) -> None:
 )
 @click.option(
     "--image",
-    envvar="TITANBENCH_IMAGE",
+    envvar=settings.IMAGE,
     show_envvar=True,
     help="Image to run [default: the local tag built by `make image` or `make image-release`, see --mode].",
 )
@@ -68,7 +68,7 @@ def say_device(device: str, why: str | None) -> None:
     "--device",
     type=click.Choice(container.DEVICES),
     default="auto",
-    envvar="TITANBENCH_DEVICE",
+    envvar=settings.DEVICE,
     show_envvar=True,
     show_default=True,
     help="cuda: all GPUs, unlimited memlock. cpu: no GPU request and no memlock limit (runs on an engine "
