@@ -11,6 +11,10 @@ rank, in the exact upstream format, at step 1 and every 10 steps. It misbehaves 
     STAND_IN_HANG    stop printing (and stay alive) after step 1
     STAND_IN_NAN     log a NaN loss
     STAND_IN_IGNORE_SIGTERM   ignore SIGTERM (a worker slow to stop: only SIGKILL ends it)
+    STAND_IN_SOCKETS   with NCCL_DEBUG=INFO, log NCCL's fall-back to TCP sockets instead of InfiniBand
+
+With NCCL_DEBUG=INFO (as the plan sets it for multi-node configs) it prints the lines NCCL prints at
+initialisation that name the network and each connection through it, in NCCL's format.
 
 STAND_IN_STEP_SECONDS (default 0.05) is the sleep per step.
 """
@@ -18,6 +22,7 @@ STAND_IN_STEP_SECONDS (default 0.05) is the sleep per step.
 import math
 import os
 import signal
+import socket
 import sys
 import time
 from datetime import datetime
@@ -46,6 +51,21 @@ def _log(message: str) -> None:
     print(titan_line(message, datetime.now()), flush=True)
 
 
+def _nccl_init_lines(config: str, rank: int, world: int) -> None:
+    """What NCCL (NCCL_DEBUG=INFO, NCCL_DEBUG_SUBSYS=INIT,NET) prints as a communicator starts."""
+    network, gdr = ("Socket", "") if _told("STAND_IN_SOCKETS", config) else ("IB", "/GDRDMA")
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    prefix = f"{socket.gethostname()}:{os.getpid()}:{os.getpid()} [{local}] NCCL INFO"
+    print(f"{prefix} NET/Socket : Using [0]lo:127.0.0.1<0>", flush=True)
+    print(f"{prefix} Using network {network}", flush=True)
+    peer = (rank + 1) % world
+    for channel in range(2):
+        print(
+            f"{prefix} Channel {channel:02d}/0 : {rank}[{local}] -> {peer}[0] [send] via NET/{network}/0{gdr}",
+            flush=True,
+        )
+
+
 def main(argv: list[str]) -> int:
     steps = int(_flag(argv, "--training.steps", "20"))
     config = Path(_flag(argv, "--job.dump_folder", "outputs")).parent.name
@@ -60,6 +80,8 @@ def main(argv: list[str]) -> int:
 
     dist.init_process_group("gloo")
     world = dist.get_world_size()
+    if os.environ.get("NCCL_DEBUG") == "INFO":
+        _nccl_init_lines(config, dist.get_rank(), world)
     tensor = torch.ones(1024)
     started = time.monotonic()
     for step in range(1, steps + 1):

@@ -330,3 +330,29 @@ def test_the_reference_hardware_comes_from_the_published_specs():
     assert doctor.reference() == doctor.Reference(
         spec.heading.gpu, spec.hardware["gpus_per_host"], spec.hardware["power_limit_w"]
     )
+
+
+NVIDIA_OPEN = "NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  570.133.20  Release Build\n"
+NVIDIA_PROPRIETARY = "NVRM version: NVIDIA UNIX x86_64 Kernel Module  570.133.20  Release Build\n"
+
+
+@pytest.mark.parametrize(
+    ("peermem", "kernel", "driver", "status", "detail"),
+    [
+        (True, "4.18.0-553.el8", NVIDIA_PROPRIETARY, doctor.OK, "nvidia_peermem is loaded"),
+        (False, "5.15.0-105-generic", NVIDIA_OPEN, doctor.OK, "DMA-BUF: Linux 5.15.0-105-generic"),
+        (False, "5.15.0-105-generic", NVIDIA_PROPRIETARY, doctor.WARN, "proprietary NVIDIA kernel modules"),
+        (False, "5.4.0-150-generic", NVIDIA_OPEN, doctor.WARN, "no nvidia_peermem and no DMA-BUF path"),
+        (False, "6.8.0", None, doctor.WARN, "unknown NVIDIA kernel modules"),
+    ],
+)
+def test_gpudirect_needs_peermem_or_dma_buf(tmp_path, peermem, kernel, driver, status, detail):
+    modules = tmp_path / "module"
+    (modules / "nvidia_peermem" if peermem else modules).mkdir(parents=True)
+    version = tmp_path / "version"
+    if driver:
+        version.write_text(driver)
+    check = doctor.gpudirect_check(modules, kernel, version)
+    assert (check.status, check.name) == (status, "rdma.gpudirect")
+    assert detail in check.detail
+    assert bool(check.fix) == (status != doctor.OK)

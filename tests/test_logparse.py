@@ -9,7 +9,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from titanbench.logparse import Evidence, Window, evidence, iter_windows, parse_windows, trace_dump_steps
+from titanbench.logparse import (
+    Evidence,
+    Transport,
+    Window,
+    evidence,
+    iter_windows,
+    parse_windows,
+    scan_text,
+    trace_dump_steps,
+    transport_problems,
+)
 
 LOGS = Path(__file__).parent / "data" / "logs"
 NAN = float("nan")
@@ -166,6 +176,58 @@ def test_evidence_of_a_real_smoke_log() -> None:
 
 def test_evidence_of_a_log_without_those_lines() -> None:
     assert evidence((LOGS / "torchtitan_pr1287_profiler_dump.log").read_text()) == Evidence(False, None)
+
+
+# --- transport: NCCL's INFO lines (NCCL_DEBUG=INFO, NCCL_DEBUG_SUBSYS=INIT,NET) ----------------------
+
+NCCL = "[rank0]:gpu001:41:41 [0] NCCL INFO"
+# Every rank also initialises the socket transport (for bootstrap), whichever network it then uses.
+SOCKET_INIT = f"{NCCL} NET/Socket : Using [0]eth0:10.0.0.1<0>"
+IB_INIT = f"{NCCL} NET/IB : Using [0]mlx5_0:1/IB [1]mlx5_1:1/IB ; OOB eth0:10.0.0.1<0>"
+
+
+@pytest.mark.parametrize(
+    ("lines", "expected"),
+    [
+        (
+            [SOCKET_INIT, IB_INIT, f"{NCCL} Using network IB",
+             f"{NCCL} Channel 00/0 : 0[0] -> 8[0] [send] via NET/IB/0/GDRDMA",
+             f"{NCCL} Channel 01/0 : 8[0] -> 0[0] [receive] via NET/IB/1/GDRDMA"],
+            Transport(("IB",), 2, 2),
+        ),
+        (
+            [SOCKET_INIT, f"{NCCL} NET/IB : No device found.", f"{NCCL} Using network Socket",
+             f"{NCCL} Channel 00/0 : 0[0] -> 8[0] [send] via NET/Socket/0"],
+            Transport(("Socket",), 1, 0),
+        ),
+        (  # a plugin names itself; a proxied (PXN) connection shows the proxy rank in brackets
+            [f"{NCCL} Using network AWS Libfabric",
+             f"{NCCL} Channel 00/0 : 0[0] -> 8[0] [send] via NET/AWS Libfabric/0(3)/GDRDMA",
+             f"{NCCL} Channel 01/0 : 0[0] -> 8[0] [send] via NET/AWS Libfabric/1"],
+            Transport(("AWS Libfabric",), 2, 1),
+        ),
+        ([SOCKET_INIT, "step:  1  loss: 12.0  tps: 100"], Transport((), 0, 0)),
+    ],
+)  # fmt: skip
+def test_transport_is_the_network_nccl_says_it_uses(lines: list[str], expected: Transport) -> None:
+    assert scan_text("\n".join(lines)).transport() == expected
+
+
+def test_transport_description_says_whether_every_connection_is_gpudirect() -> None:
+    assert Transport(("IB",), 4, 4).describe() == "IB, GPUDirect RDMA"
+    assert Transport(("IB",), 4, 3).describe() == "IB, no GPUDirect RDMA"
+    assert Transport(("IB",), 0, 0).describe() == "IB"
+    assert Transport((), 0, 0).describe() == "not logged"
+
+
+def test_sockets_or_no_network_line_leave_the_transport_unproven_unless_sockets_are_accepted() -> None:
+    transports = {0: Transport(("IB",), 2, 2), 1: Transport(("Socket",), 1, 0), 2: Transport((), 0, 0)}
+    problems = transport_problems(transports)
+    assert len(problems) == 2
+    assert problems[0].startswith("node 1: NCCL used TCP sockets") and "--accept-socket-transport" in problems[0]
+    assert problems[1].startswith("node 2's log names no NCCL network")
+    assert transport_problems(transports, accept_sockets=True) == [problems[1]]
+    assert transport_problems({0: Transport(("IB",), 2, 2)}) == []
 
 
 # --- generated lines in the exact upstream format -----------------------------------------------

@@ -320,3 +320,13 @@ def test_auto_device_asks_torch_only_when_the_answer_could_be_cpu(monkeypatch):
     assert options.resolve_device("auto", [load_spec("smoke")]) == "cpu"
     monkeypatch.setattr(options, "torch_sees_gpu", lambda: True)
     assert options.resolve_device("auto", [load_spec("smoke")]) == "cuda"
+
+
+def test_multi_node_gpu_configs_log_nccls_network_choice_with_the_reason(locations):
+    for plan in plans_for("70b", locations):
+        assert (plan.env["NCCL_DEBUG"], plan.env["NCCL_DEBUG_SUBSYS"]) == ("INFO", "INIT,NET")
+        assert "network it chose" in plan.env_reasons["NCCL_DEBUG"]
+        assert plan.checks_transport
+    # One node has no network between nodes to prove; the CPU smoke talks gloo, not NCCL.
+    for plan in [*plans_for("8b", locations, nodes=1, tp=4), *smoke_plans(locations, "cpu", nodes=2)]:
+        assert "NCCL_DEBUG" not in plan.env and not plan.checks_transport

@@ -96,6 +96,27 @@ def files_under(path: Path) -> dict[str, bytes]:
 
 
 @pytest.mark.torchrun
+def test_a_node_whose_nccl_falls_back_to_sockets_leaves_the_config_unverified_naming_it(tmp_path):
+    # One results folder for both nodes (shared storage): node 0 reads node 1's log too.
+    common = cluster(2, "--run-id", "net", "--only", "vanilla-bf16", "--only", "async-bf16",
+                     "--results", str(tmp_path / "results"))  # fmt: skip
+    node1 = start(tmp_path, *common, "--node-rank", "1", env=driver_env(STAND_IN_SOCKETS="async-bf16"))
+    node0 = start(tmp_path, *common, "--node-rank", "0")
+    (code0, out0), (code1, _) = finish(node0), finish(node1)
+    assert (code0, code1) == (1, 1), out0
+    run_dir = tmp_path / "results" / "net"
+    fine, fallen = result(run_dir, "vanilla-bf16"), result(run_dir, "async-bf16")
+    assert fine["status"] == "ok", fine
+    assert {rank: t["description"] for rank, t in fine["transport"].items()} == {
+        "0": "IB, GPUDirect RDMA",
+        "1": "IB, GPUDirect RDMA",
+    }
+    assert fallen["status"] == "unverified"
+    assert fallen["reason"].startswith("node 1: NCCL used TCP sockets between nodes (NET/Socket)"), fallen
+    assert fallen["transport"]["1"]["networks"] == ["Socket"]
+
+
+@pytest.mark.torchrun
 def test_two_nodes_on_loopback_complete_a_matrix_and_exit_with_node_0s_verdict(tmp_path):
     common = cluster(2, "--run-id", "two", "--only", "vanilla-bf16", "--only", "async-bf16")
     # Separate results folders: node 1 follows node 0's decisions without ever reading its files.
@@ -407,12 +428,14 @@ def test_an_existing_run_is_not_started_again(tmp_path):
 # ---- classification and log keeping ---------------------------------------------------------------
 
 
-def _plan(tp_type: str, quantization: str, trainer: str = "torchtitan.train", steps: int = 20) -> ConfigPlan:
+def _plan(
+    tp_type: str, quantization: str, trainer: str = "torchtitan.train", steps: int = 20, nodes: int = 1, **extra
+) -> ConfigPlan:
     return ConfigPlan(
         model="m", config="c", tp_type=tp_type, quantization=quantization, steps=steps,
-        topology={"nodes": 1, "gpus_per_node": 8, "tp": 8, "fsdp": 1}, torchtitan_args=[], bundle_flags=[],
+        topology={"nodes": nodes, "gpus_per_node": 8, "tp": 8, "fsdp": nodes}, torchtitan_args=[], bundle_flags=[],
         launcher_argv=[], env={}, env_reasons={}, deviations=[], published_tps=None, workdir=".",
-        trainer=trainer,
+        trainer=trainer, **extra,
     )  # fmt: skip
 
 
@@ -450,6 +473,20 @@ def test_evidence_is_not_checked_for_another_trainer():
 def test_the_cpu_launcher_is_torchtitan_so_its_evidence_is_checked():
     status, reason = classify(_ok(), _log(), _plan("async", "bf16", trainer="titanbench.cpu_trainer"))
     assert status == "unverified" and "Async Tensor Parallelism" in reason
+
+
+def test_a_multi_node_gpu_config_on_tcp_sockets_is_unverified_for_any_trainer():
+    sockets = _log("gpu001:41:41 [0] NCCL INFO Using network Socket")
+    for trainer in ("torchtitan.train", "a_fork.train"):
+        status, reason = classify(_ok(), sockets, _plan("vanilla", "bf16", trainer=trainer, nodes=2))
+        assert status == "unverified" and reason.startswith("node 0: NCCL used TCP sockets"), reason
+    accepted = _plan("vanilla", "bf16", trainer="x", nodes=2, accept_socket_transport=True)
+    assert classify(_ok(), sockets, accepted) == ("ok", "")
+    # One node (NVLink, no network between nodes) and CPU runs (gloo, no NCCL) have no transport to prove.
+    assert classify(_ok(), _log(), _plan("vanilla", "bf16", trainer="x")) == ("ok", "")
+    assert classify(_ok(), _log(), _plan("vanilla", "bf16", trainer="x", nodes=2, device="cpu")) == ("ok", "")
+    status, reason = classify(_ok(), _log(), _plan("vanilla", "bf16", trainer="x", nodes=2))
+    assert status == "unverified" and "names no NCCL network" in reason
 
 
 def test_a_log_that_stops_short_of_the_planned_steps_is_incomplete():

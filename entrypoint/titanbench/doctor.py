@@ -6,6 +6,8 @@ recorded tool output and a stand-in NVML; `run_checks` reads the real machine.
 """
 
 import os
+import platform
+import re
 import resource
 import shutil
 import tempfile
@@ -66,8 +68,18 @@ KNOWN_BAD_ENV = (
     ("TORCHDYNAMO_DISABLE", {"1", "true"}, FAIL, COMPILE_OFF),
     ("PYTORCH_NO_CUDA_MEMORY_CACHING", {"1"}, FAIL, "disables PyTorch's caching allocator"),
     ("NCCL_DEBUG", {"trace"}, WARN, "NCCL trace logging slows communication"),
-    ("NCCL_ALGO", None, WARN, "overrides NCCL's algorithm choice; the reference ran with NCCL's defaults"),
-    ("NCCL_PROTO", None, WARN, "overrides NCCL's protocol choice; the reference ran with NCCL's defaults"),
+    (
+        "NCCL_ALGO",
+        None,
+        WARN,
+        "overrides NCCL's algorithm choice; the reference's NCCL settings are unpublished (NCCL's defaults assumed)",
+    ),
+    (
+        "NCCL_PROTO",
+        None,
+        WARN,
+        "overrides NCCL's protocol choice; the reference's NCCL settings are unpublished (NCCL's defaults assumed)",
+    ),
 )
 USE_IMAGE = "use the titanbench image (make image), which builds the pinned stack"
 
@@ -242,7 +254,7 @@ def rdma_checks(ports: list[gpuinfo.RdmaPort], reason: str | None) -> list[Check
                 FAIL,
                 f"no RDMA device ({reason}); multi-node runs would fall back to TCP",
                 "Docker: --device=/dev/infiniband --cap-add=IPC_LOCK and libibverbs1 ibverbs-providers in the image; "
-                "Kubernetes: request the RDMA device resource; the host needs the mlx5 driver (and nvidia-peermem)",
+                "Kubernetes: request the RDMA device resource; the host needs the mlx5 driver",
             )
         ]
     active = [p for p in ports if p.state == "ACTIVE"]
@@ -259,6 +271,40 @@ def rdma_checks(ports: list[gpuinfo.RdmaPort], reason: str | None) -> list[Check
             )
         ]  # fmt: skip
     return [Check("rdma.ports", OK, summary)]
+
+
+def _kernel_at_least(release: str, wanted: tuple[int, int]) -> bool:
+    match = re.match(r"(\d+)\.(\d+)", release)
+    return match is not None and (int(match[1]), int(match[2])) >= wanted
+
+
+def gpudirect_check(
+    sys_module: Path = Path("/sys/module"),
+    kernel_release: str | None = None,
+    nvidia_version: Path = Path("/proc/driver/nvidia/version"),
+) -> Check:
+    """GPUDirect RDMA (the NIC reads and writes GPU memory) needs nvidia-peermem, or DMA-BUF: NCCL >= 2.13
+    uses it without nvidia-peermem on Linux >= 5.12 with NVIDIA's open kernel modules."""
+    if (sys_module / "nvidia_peermem").exists():
+        return Check("rdma.gpudirect", OK, "nvidia_peermem is loaded")
+    release = kernel_release or platform.release()
+    driver = nvidia_version.read_text(errors="replace") if nvidia_version.is_file() else ""
+    modules = "open" if "Open Kernel Module" in driver else "proprietary" if driver else "unknown"
+    if modules == "open" and _kernel_at_least(release, (5, 12)):
+        return Check("rdma.gpudirect", OK, f"DMA-BUF: Linux {release} and NVIDIA's open kernel modules")
+    return Check(
+        "rdma.gpudirect",
+        WARN,
+        f"no nvidia_peermem and no DMA-BUF path (Linux {release}, {modules} NVIDIA kernel modules): "
+        "NCCL's RDMA would copy through host memory",
+        "load nvidia-peermem (modprobe nvidia-peermem), or use NVIDIA's open kernel modules on Linux >= 5.12; "
+        "each multi-node result.json shows what NCCL used (transport)",
+    )
+
+
+def _rdma_checks() -> list[Check]:
+    ports, reason = gpuinfo.rdma_ports()
+    return [*rdma_checks(ports, reason), *([gpudirect_check()] if ports else [])]
 
 
 # ---- container and software -------------------------------------------------------------------
@@ -512,7 +558,7 @@ def run_checks(*, gpu: bool = True, pins_only: bool = False, expect_gpus: int | 
                 *gpuinfo.gpu_facts(), expect_gpus=expect_gpus, visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES")
             )
         )
-        groups.append(lambda: rdma_checks(*gpuinfo.rdma_ports()))
+        groups.append(_rdma_checks)
     groups += [
         lambda: [memlock_check(), shm_check(), nccl_check()],
         env_checks,

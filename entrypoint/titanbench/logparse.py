@@ -1,5 +1,5 @@
 """Read torchtitan's training logs: the metric windows, the profiler dumps, and the lines that prove
-what a run did (async TP, the float8 recipe).
+what a run did (async TP, the float8 recipe, the network NCCL chose between nodes).
 
 torchtitan logs one metrics line at step 1 and every `log_freq` steps; each line reports the window of
 steps since the previous one. Real logs wrap those lines in ANSI colours, logger and torchrun prefixes,
@@ -43,6 +43,12 @@ _TRACE_DUMP = re.compile(r"Dumping profiler traces at step (\d+)")
 _ASYNC_TP = re.compile(r"Applied [^\r\n]*?Async Tensor Parallelism to the model")
 _FLOAT8_RECIPE = re.compile(r"Float8 training active with recipe (\w+)")
 _FLOAT8_TENSORWISE = re.compile(r"Float8 tensorwise scaled training active")
+# NCCL's INFO lines (NCCL_DEBUG=INFO, NCCL_DEBUG_SUBSYS=INIT,NET): the network plugin a communicator
+# uses ("IB" covers InfiniBand and RoCE; "Socket" is TCP; a plugin prints its own name), and each
+# connection through it, `/GDRDMA` when the NIC reads GPU memory directly (GPUDirect RDMA).
+_NCCL_NETWORK = re.compile(r"NCCL INFO Using network (\S[^\r\n]*?)\s*$")
+_NCCL_NET_CHANNEL = re.compile(r"NCCL INFO Channel [^\r\n]*? via NET/[^/\r\n]+/\d+(?:\(\d+\))?(/GDRDMA)?")
+SOCKET_NETWORK = "Socket"
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +71,29 @@ class Evidence:
 
     async_tp: bool
     float8_recipe: str | None
+
+
+@dataclass(frozen=True)
+class Transport:
+    """The network NCCL chose, as one node's log shows it (empty without NCCL's INFO lines)."""
+
+    networks: tuple[str, ...]  # every `Using network X`, first seen first
+    net_connections: int  # connections set up through the network (`via NET/...`)
+    gdr_connections: int  # of those, with GPUDirect RDMA
+
+    @property
+    def gpudirect(self) -> bool | None:
+        """All network connections GPUDirect (None: the log shows none)."""
+        return self.gdr_connections == self.net_connections if self.net_connections else None
+
+    def describe(self) -> str:
+        if not self.networks:
+            return "not logged"
+        gdr = {True: ", GPUDirect RDMA", False: ", no GPUDirect RDMA", None: ""}[self.gpudirect]
+        return "/".join(self.networks) + gdr
+
+    def to_dict(self) -> dict[str, object]:
+        return {"networks": list(self.networks), "gpudirect": self.gpudirect, "description": self.describe()}
 
 
 def strip_ansi(text: str) -> str:
@@ -126,6 +155,9 @@ class LogScan:
     async_tp: bool = False
     float8_recipe: str | None = None  # the first `Float8 training active with recipe X`
     float8_tensorwise: bool = False
+    networks: list[str] = field(default_factory=list)
+    net_connections: int = 0
+    gdr_connections: int = 0
     has_text: bool = False  # anything but whitespace
 
     def add(self, line: str) -> None:
@@ -151,6 +183,16 @@ class LogScan:
             if self.float8_recipe is None and (recipe := _FLOAT8_RECIPE.search(line)):
                 self.float8_recipe = recipe.group(1)
             self.float8_tensorwise = self.float8_tensorwise or bool(_FLOAT8_TENSORWISE.search(line))
+        if "NCCL INFO" in line:
+            self._nccl(line)
+
+    def _nccl(self, line: str) -> None:
+        if "Using network" in line and (network := _NCCL_NETWORK.search(line)):
+            if network.group(1) not in self.networks:
+                self.networks.append(network.group(1))
+        elif "via NET/" in line and (connection := _NCCL_NET_CHANNEL.search(line)):
+            self.net_connections += 1
+            self.gdr_connections += bool(connection.group(1))
 
     def _complete(self, step: int) -> bool:
         kept = self.kept.get(step)
@@ -163,6 +205,9 @@ class LogScan:
     def evidence(self) -> Evidence:
         recipe = self.float8_recipe or ("tensorwise" if self.float8_tensorwise else None)
         return Evidence(async_tp=self.async_tp, float8_recipe=recipe)
+
+    def transport(self) -> Transport:
+        return Transport(tuple(self.networks), self.net_connections, self.gdr_connections)
 
 
 def scan_lines(lines: Iterable[str]) -> LogScan:
@@ -214,4 +259,21 @@ def evidence_problems(tp_type: str | None, quantization: str | None, found: Evid
     expected = quantization.removeprefix("float8_") if quantization and quantization != "bf16" else None
     if expected != found.float8_recipe:
         problems.append(f"the log shows float8 recipe {found.float8_recipe or 'none'}, expected {expected or 'none'}")
+    return problems
+
+
+def transport_problems(transports: dict[int, Transport], accept_sockets: bool = False) -> list[str]:
+    """Why the logs do not prove the nodes talked over RDMA (empty when they do), per node log read.
+
+    The one transport rule, for multi-node configs: NCCL's fall-back to TCP sockets finishes `ok` at a
+    fraction of the published TPS, so it must be visible, like a missing async-TP line."""
+    problems = []
+    for rank, transport in sorted(transports.items()):
+        if not transport.networks:
+            problems.append(f"node {rank}'s log names no NCCL network ('NCCL INFO Using network'): transport unproven")
+        elif SOCKET_NETWORK in transport.networks and not accept_sockets:
+            problems.append(
+                f"node {rank}: NCCL used TCP sockets between nodes (NET/Socket), not RDMA: "
+                "the TPS is not comparable (--accept-socket-transport if this fabric has no RDMA)"
+            )
     return problems

@@ -46,6 +46,8 @@ class Overrides:
     allow_fp32: bool = False
     force: bool = False
     gpu_mem_gib: float = DEFAULT_GPU_MEM_GIB
+    # A multi-node config whose NCCL fell back to TCP sockets counts as ok, not unverified.
+    accept_socket_transport: bool = False
 
 
 @dataclass(frozen=True)
@@ -98,11 +100,17 @@ class ConfigPlan:
     skip_reason: str = ""
     # Directories the launch creates first (caches the tools expect to exist).
     make_dirs: list[str] = field(default_factory=list)
+    accept_socket_transport: bool = False
     fingerprint: str = field(default="")
 
     @property
     def checks_torchtitan(self) -> bool:
         return runs_torchtitan(self.trainer)
+
+    @property
+    def checks_transport(self) -> bool:
+        """Nodes talk through NCCL's network transport (NCCL logs which one: see _env)."""
+        return self.device == "cuda" and self.topology["nodes"] > 1
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -211,7 +219,7 @@ def _bundle_flags(spec: MatrixSpec, config: ConfigSpec, locations: Locations, ov
     return flags
 
 
-def _env(spec: MatrixSpec, config: ConfigSpec, locations: Locations, args: list[str], device: Device):
+def _env(spec: MatrixSpec, config: ConfigSpec, locations: Locations, args: list[str], device: Device, nodes: int):
     cache = locations.cache_root / spec.model / config.id
     dataset = flag_value(args, "--training.dataset")
     local_data = bool(flag_value(args, "--training.dataset_path")) or dataset == "c4_test"
@@ -235,6 +243,13 @@ def _env(spec: MatrixSpec, config: ConfigSpec, locations: Locations, args: list[
                 ",".join(config.cpu.substitutions),
                 "the CPU substitutions this config needs (listed as deviations)",
             )
+    if device == "cuda" and nodes > 1:
+        entries["NCCL_DEBUG"] = (
+            "INFO",
+            "NCCL logs the network it chose at initialisation (NET/IB or NET/Socket, GPUDirect or not): the "
+            "transport is evidence, like async TP; nothing more is logged once training runs",
+        )
+        entries["NCCL_DEBUG_SUBSYS"] = ("INIT,NET", "only NCCL's initialisation and network lines")
     if local_data:
         entries["HF_HUB_OFFLINE"] = ("1", "the data is local: never touch the hub")
     else:
@@ -268,7 +283,7 @@ def plan_config(
     computed += deviation_flags
     bundle = _bundle_flags(spec, config, locations, overrides)
     torchtitan_args = ["--job.config_file", spec.train_config, *computed, *(b["flag"] for b in bundle)]
-    env, env_reasons = _env(spec, config, locations, torchtitan_args, device)
+    env, env_reasons = _env(spec, config, locations, torchtitan_args, device, topology["nodes"])
     rank_log_dir = locations.run_dir / spec.model / config.id / "ranks" / f"node{rendezvous.node_rank}"
     launcher_argv = [
         "torchrun",
@@ -305,6 +320,7 @@ def plan_config(
         device=device,
         skip_reason=(config.cpu.skip or "") if device == "cpu" else "",
         make_dirs=[env["TMPDIR"]] if "TMPDIR" in env else [],
+        accept_socket_transport=overrides.accept_socket_transport,
     )
     # What every node must agree on: what is computed, not where files go on each node.
     substitutions = env.get(SUBSTITUTIONS_ENV, "")

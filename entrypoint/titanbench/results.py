@@ -94,6 +94,14 @@ class RunRecord(_Record):
     pins: dict[str, str] | None = None
 
 
+class NodeTransport(_Record):
+    """The network NCCL chose on one node (`logparse.Transport.to_dict`)."""
+
+    networks: list[str] = []
+    gpudirect: bool | None = None
+    description: str = ""
+
+
 class ConfigResult(_Record):
     """<model>/<config>/result.json: one config's verdict."""
 
@@ -107,6 +115,8 @@ class ConfigResult(_Record):
     last_step: int | None = None
     log_tail: list[str] = []
     nodes: dict[str, str] = {}
+    # Multi-node GPU configs: per node rank whose log node 0 read.
+    transport: dict[str, NodeTransport] = {}
 
 
 def _validated(path: Path, model: type[_Record], data: dict[str, Any]) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from titanbench.clock import run_id_now, utc_now
 from titanbench.coordinate import CARRY_ON
 from titanbench.errors import TitanbenchError
 from titanbench.launch import Limits, Outcome, Progress, Stop, launch
-from titanbench.logparse import LogScan, evidence_problems, scan_file
+from titanbench.logparse import LogScan, Transport, evidence_problems, scan_file, transport_problems
 from titanbench.nodes import Explicit, Placement, discover_placement
 from titanbench.options import locations_from, overrides_from, resolve_device
 from titanbench.pins import stack_pins
@@ -134,12 +134,26 @@ def _plans(options: dict[str, Any], topology: Placement, run_dir: Path) -> list[
     )
 
 
-def classify(outcome: Outcome, log: LogScan, plan: ConfigPlan) -> tuple[str, str]:
+def node_transports(plan: ConfigPlan, run_dir: Path, log: LogScan) -> dict[int, Transport]:
+    """The NCCL network of each node whose log node 0 can read (all of them on shared results storage)."""
+    transports = {0: log.transport()}
+    for rank in range(1, plan.topology["nodes"]):
+        path = results.log_path(run_dir, plan.model, plan.config, rank)
+        if path.is_file():
+            transports[rank] = scan_file(path).transport()
+    return transports
+
+
+def classify(
+    outcome: Outcome, log: LogScan, plan: ConfigPlan, transports: dict[int, Transport] | None = None
+) -> tuple[str, str]:
     """(status, reason) of a finished config: torchrun's outcome, then what its log shows.
 
     A clean exit is not enough: the log must reach the planned step (else `incomplete`), leave at
     least one window to average by the default method (else `no-data`), hold no NaN loss (else
-    `invalid`) and, for torchtitan's trainer, prove async TP and the float8 recipe (else `unverified`).
+    `invalid`), for a multi-node GPU config show NCCL's network to be RDMA (else `unverified`, unless
+    sockets are accepted) and, for torchtitan's trainer, prove async TP and the float8 recipe (else
+    `unverified`).
     """
     if outcome.status != "ok":
         return outcome.status, outcome.reason
@@ -155,9 +169,11 @@ def classify(outcome: Outcome, log: LogScan, plan: ConfigPlan) -> tuple[str, str
     if not summary.n:
         dropped = ", ".join(f"{step} ({why})" for step, why in sorted(summary.dropped.items()))
         return "no-data", f"no window is left to average: {dropped or 'none logged after the warm-up'}"
-    if not plan.checks_torchtitan:
-        return "ok", ""
-    problems = evidence_problems(plan.tp_type, plan.quantization, log.evidence())
+    problems = []
+    if plan.checks_transport:
+        problems += transport_problems(transports or {0: log.transport()}, plan.accept_socket_transport)
+    if plan.checks_torchtitan:
+        problems += evidence_problems(plan.tp_type, plan.quantization, log.evidence())
     return ("unverified", "; ".join(problems)) if problems else ("ok", "")
 
 
@@ -465,8 +481,10 @@ class Leader:
             secrets=driver.secrets,
             on_stop=lambda signum: self._mark_interrupted(record, signum),
         )
-        status, reason = classify(outcome, scan_file(log), plan)
         nodes = self.coordinator.collect(driver._stopped) if self.coordinator is not None else {}
+        scan = scan_file(log)
+        transports = node_transports(plan, self.run_dir, scan)
+        status, reason = classify(outcome, scan, plan, transports)
         # A node that was interrupted, left or went silent cannot run the next config: the matrix stops.
         gone = ", ".join(f"node {rank} {s}" for rank, s in nodes.items() if s not in CARRY_ON)
         not_ok = ", ".join(f"node {rank} {s}" for rank, s in nodes.items() if s != "ok")
@@ -480,6 +498,7 @@ class Leader:
             "reason": reason,
             **{k: v for k, v in outcome.to_dict().items() if k not in ("status", "reason")},
             "nodes": {"0": outcome.status, **{str(rank): s for rank, s in nodes.items()}},
+            **({"transport": {str(r): t.to_dict() for r, t in transports.items()}} if plan.checks_transport else {}),
         }
         results.write_result(self.run_dir, plan.model, plan.config, result)
         self.run["timings"][key] = {

@@ -59,7 +59,7 @@ _NETWORK_KNOBS = """\
 # export NCCL_SOCKET_IFNAME=eth0         # interface for NCCL's bootstrap and TCP traffic
 # export NCCL_IB_HCA=mlx5_0,mlx5_1       # restrict NCCL to these RDMA devices (`ibv_devinfo -l`)
 # export NCCL_IB_GID_INDEX=3             # RoCE v2: the GID index your fabric routes
-# export NCCL_NET_GDR_LEVEL=PHB          # how far GPUDirect RDMA may reach (needs nvidia-peermem)
+# export NCCL_NET_GDR_LEVEL=PHB          # how far GPUDirect RDMA may reach (nvidia-peermem or DMA-BUF)
 # Data: the published runs stream C4 from the Hugging Face hub on every rank. With a staged copy
 # (`titanbench assets c4`) pass `-- --dataset-path DIR` to `titanbench deploy`, and:
 # export HF_HUB_OFFLINE=1
