@@ -72,7 +72,8 @@ class RecordedPlan(_Record):
     quantization: str | None = None
     topology: Topology | None = None
     published_tps: float | None = None
-    deviations: list[str] = []
+    # None: the plan was recorded without them (written by something else than titanbench's runner).
+    deviations: list[str] | None = None
     trainer: str | None = None
     device: str | None = None
 
