@@ -12,11 +12,11 @@ from click.testing import CliRunner
 
 from logfactory import Metrics, metrics_message, run_log, titan_line
 from titanbench.cli import main
+from titanbench.document import ConfigEntry, ReportDocument
 from titanbench.intervals import METHOD as INTERVAL_METHOD
 from titanbench.intervals import no_interval_reason
 from titanbench.pins import pins
 from titanbench.plan import Locations, Overrides, Rendezvous, build_plan
-from titanbench.document import ConfigEntry, ReportDocument
 from titanbench.report import collect, render_json, render_markdown, write_all
 from titanbench.spec import MatrixSpec, load_spec
 from titanbench.stats import METHOD
