@@ -63,15 +63,16 @@ def test_chart_has_one_panel_per_model(run_dir):
     folder = run_dir / spec.model / "vanilla-bf16"
     folder.mkdir(parents=True)
     (folder / "train.log").write_text(run_log(4378, steps=100))
-    one = decode(render_png({**collect(run_dir), "models": collect(run_dir)["models"][:1]}))
+    doc = collect(run_dir)
+    one = decode(render_png(doc.model_copy(update={"models": doc.models[:1]})))
     two = decode(render_png(collect(run_dir)))
     assert two.shape[1] > 1.8 * one.shape[1]
 
 
 def test_configs_without_numbers_draw_no_bars(run_dir):
     doc = collect(run_dir)
-    for config in doc["models"][0]["configs"]:
-        config.update(measured_tps=None, speedup=None, status="failed")
+    for config in doc.models[0].configs:
+        config.measured_tps, config.speedup, config.status = None, None, "failed"
     image = decode(render_png(doc))
     assert pixels_of(image, COLOURS["async"]) == 0 and pixels_of(image, COLOURS["vanilla"]) == 0
     assert pixels_of(image, PUBLISHED_COLOUR) > 50
@@ -93,10 +94,10 @@ def noisy(run_dir: Path) -> Path:
 
 def test_main_chart_draws_the_intervals_as_error_bars(run_dir):
     doc = collect(noisy(run_dir))
-    assert doc["models"][0]["configs"][1]["measured_tps_ci95"] is not None
+    assert doc.models[0].configs[1].measured_tps_ci95 is not None
     with_bars = pixels_of(decode(render_png(doc)), INTERVAL_COLOUR)
-    for config in doc["models"][0]["configs"]:
-        config["measured_tps_ci95"] = None
+    for config in doc.models[0].configs:
+        config.measured_tps_ci95 = None
     assert with_bars > 20
     assert pixels_of(decode(render_png(doc)), INTERVAL_COLOUR) == 0
 
@@ -112,9 +113,9 @@ def test_step_charts_show_used_and_dropped_windows_and_the_band(run_dir):
     band = "#" + "".join(f"{round(255 - 0.2 * (255 - int(COLOURS['async'][i : i + 2], 16))):02x}" for i in (1, 3, 5))
     assert pixels_of(image, band) > 1000
     # Every window averaged: nothing is drawn as dropped.
-    for config in doc["models"][0]["configs"]:
-        if config["summary"]:
-            config["summary"]["used_steps"] = [w["step"] for w in config["summary"]["windows"]]
+    for config in doc.models[0].configs:
+        if config.summary:
+            config.summary.used_steps = [w.step for w in config.summary.windows]
     assert pixels_of(decode(render_steps_png(doc)), DROPPED_COLOUR) == 0
 
 
@@ -122,20 +123,24 @@ def test_step_charts_have_one_panel_per_config(run_dir):
     doc = collect(run_dir)
     six = decode(render_steps_png(doc))
     two = decode(
-        render_steps_png({**doc, "models": [{**doc["models"][0], "configs": doc["models"][0]["configs"][:2]}]})
+        render_steps_png(
+            doc.model_copy(update={"models": [doc.models[0].model_copy(update={"configs": doc.models[0].configs[:2]})]})
+        )
     )
     assert six.shape[1] == two.shape[1]
     assert six.shape[0] > 2.5 * two.shape[0]
     # A config without windows still gets its panel, with its status.
-    doc["models"][0]["configs"][0].update(summary=None, measured_tps=None, measured_tps_ci95=None, status="missing")
+    first = doc.models[0].configs[0]
+    first.summary, first.measured_tps, first.measured_tps_ci95, first.status = None, None, None, "missing"
     assert decode(render_steps_png(doc)).shape == six.shape
 
 
 def test_a_config_whose_windows_were_all_dropped_still_gets_its_panel(run_dir):
     """An interrupted run: only the warm-up window was logged (the runner reports at the end of `run`)."""
     doc = collect(run_dir)
-    config = doc["models"][0]["configs"][0]
-    config["summary"]["used_steps"] = []
-    config.update(measured_tps=None, measured_tps_ci95=None, status="interrupted")
+    config = doc.models[0].configs[0]
+    assert config.summary is not None
+    config.summary.used_steps = []
+    config.measured_tps, config.measured_tps_ci95, config.status = None, None, "interrupted"
     image = decode(render_steps_png(doc))
     assert pixels_of(image, DROPPED_COLOUR) > 20

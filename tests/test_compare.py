@@ -70,14 +70,14 @@ def test_json_has_the_documented_shape_and_numbers(runs):
 
 def test_speedups_side_by_side(runs):
     doc = compare_runs(*runs)
-    (speedup,) = doc["speedups"]
-    assert speedup["config"] == "async-bf16"
-    assert speedup["a_speedup"] == pytest.approx((sum(BASE) / 12 + 60) / (sum(BASE) / 12))
-    assert speedup["b_speedup"] == pytest.approx((sum(BASE) / 12 + 61) / (sum(BASE) / 12 + 30))
-    assert speedup["a_speedup_ci95"] is not None and speedup["b_speedup_ci95"] is not None
+    (speedup,) = doc.speedups
+    assert speedup.config == "async-bf16"
+    assert speedup.a_speedup == pytest.approx((sum(BASE) / 12 + 60) / (sum(BASE) / 12))
+    assert speedup.b_speedup == pytest.approx((sum(BASE) / 12 + 61) / (sum(BASE) / 12 + 30))
+    assert speedup.a_speedup_ci95 is not None and speedup.b_speedup_ci95 is not None
     markdown = render_markdown(doc)
     assert "| Config | A speedup over vanilla | B speedup over vanilla |" in markdown
-    assert f"| async-bf16 | {speedup['a_speedup']:.2f} [" in markdown
+    assert f"| async-bf16 | {speedup.a_speedup:.2f} [" in markdown
 
 
 def test_markdown_table(runs):
@@ -102,26 +102,28 @@ def test_different_topologies_are_compared_and_said(tmp_path, runs):
         plans = build_plan([spec], overrides, Rendezvous(), locations, only=("vanilla-bf16", "async-bf16"))
         (run_dir / "run.json").write_text(json.dumps({"configs": [p.to_dict() for p in plans]}))
     doc = compare_runs(a, b)
-    (topology,) = doc["topologies"]
-    assert topology["differs"] is True
-    assert topology["a"]["tp"] == 8 and topology["b"]["tp"] == 4
-    assert doc["notes"] == [
+    (topology,) = doc.topologies
+    assert topology.differs is True
+    assert topology.a is not None and topology.b is not None
+    assert topology.a.tp == 8 and topology.b.tp == 4
+    assert doc.notes == [
         "llama3_8b: the runs' topologies differ (A: 64 GPUs (8 x 8), FSDP 8 x TP 8; B: 8 GPUs (1 x 8), FSDP 2 x TP 4): "
         "per-GPU TPS of different topologies is not the same measurement"
     ]
-    assert all(row["ratio"] is not None for row in doc["configs"])
-    assert compare_runs(a, a)["topologies"][0]["differs"] is False and compare_runs(a, a)["notes"] == []
+    assert all(row.ratio is not None for row in doc.configs)
+    same = compare_runs(a, a)
+    assert same.topologies[0].differs is False and same.notes == []
 
 
 def test_a_config_in_one_run_only_or_without_an_interval(tmp_path):
     a = write_run(tmp_path / "a", {"vanilla-bf16": BASE, "async-bf16": BASE[:4]})
     b = write_run(tmp_path / "b", {"async-bf16": BASE})
-    rows = {row["config"]: row for row in compare_runs(a, b)["configs"]}
-    assert rows["vanilla-bf16"]["b_tps"] is None and rows["vanilla-bf16"]["ratio"] is None
-    assert rows["vanilla-bf16"]["significant"] is None
+    rows = {row.config: row for row in compare_runs(a, b).configs}
+    assert rows["vanilla-bf16"].b_tps is None and rows["vanilla-bf16"].ratio is None
+    assert rows["vanilla-bf16"].significant is None
     # A's async has 4 windows: a ratio, but no interval, so no verdict.
-    assert rows["async-bf16"]["ratio"] is not None and rows["async-bf16"]["ratio_ci95"] is None
-    assert rows["async-bf16"]["significant"] is None
+    assert rows["async-bf16"].ratio is not None and rows["async-bf16"].ratio_ci95 is None
+    assert rows["async-bf16"].significant is None
     markdown = render_markdown(compare_runs(a, b))
     assert next(line for line in markdown.splitlines() if line.startswith("| async-bf16 |")).endswith("| cannot tell |")
 

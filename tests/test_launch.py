@@ -17,6 +17,7 @@ import pytest
 from logfactory import Metrics, metrics_message, titan_line
 from titanbench.launch import Limits, Progress, Stop, launch, launcher_command, root_cause
 from titanbench.plan import ConfigPlan
+from titanbench.spec import Topology
 
 METRICS = titan_line(metrics_message(Metrics(step=10, tps=6567)))
 
@@ -28,7 +29,7 @@ def plan_running(code: str, tmp_path: Path, steps: int = 20) -> ConfigPlan:
         tp_type="vanilla",
         quantization="bf16",
         steps=steps,
-        topology={"nodes": 1, "gpus_per_node": 1, "tp": 1, "fsdp": 1},
+        topology=Topology(nodes=1, gpus_per_node=1, tp=1, fsdp=1),
         torchtitan_args=[],
         bundle_flags=[],
         launcher_argv=[sys.executable, "-u", "-c", textwrap.dedent(code)],

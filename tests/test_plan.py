@@ -76,7 +76,7 @@ def test_all_twelve_configs_carry_exactly_the_published_flags_plus_declared_bund
         assert set(args[2:]) - set(bundle) == published_args(plan.model, plan.config), plan.config
         assert len(args) == 2 + len(published_args(plan.model, plan.config)) + len(bundle)
         assert args[-len(bundle) :] == bundle, "bundle flags come after the published ones"
-        assert plan.topology == PUBLISHED_TOPOLOGY[plan.model]
+        assert plan.topology.model_dump() == PUBLISHED_TOPOLOGY[plan.model]
         assert plan.deviations == []
         assert plan.steps == PUBLISHED_STEPS[plan.model][plan.config]
         assert plan.published_tps == load_spec(plan.model).config(plan.config).published_tps
@@ -140,7 +140,7 @@ def test_every_override_is_a_listed_deviation(locations, given, deviations, args
             assert fragment in deviation
         for arg in args:
             assert arg in plan.torchtitan_args
-        tp = plan.topology["tp"]
+        tp = plan.topology.tp
         assert f"--parallelism.tensor_parallel_degree={tp}" in plan.torchtitan_args
         assert sum(a.startswith("--training.steps=") for a in plan.torchtitan_args) == 1
 
@@ -169,7 +169,7 @@ def test_guards_refuse_before_anything_runs(locations, overrides, message):
 
 def test_fp32_allowed_explicitly_is_a_deviation(locations):
     plan = plans_for("8b", locations, nodes=1, allow_fp32=True)[0]
-    assert plan.topology["fsdp"] == 1
+    assert plan.topology.fsdp == 1
     assert any("fp32" in d for d in plan.deviations)
 
 
@@ -264,7 +264,7 @@ def test_all_means_the_published_matrices_not_the_smoke():
 def test_smoke_on_cpu_runs_torchtitan_through_the_cpu_launcher_with_its_substitutions(locations):
     plans = {p.config: p for p in smoke_plans(locations, "cpu")}
     vanilla, async_f8 = plans["vanilla-bf16"], plans["async-float8_tensorwise"]
-    assert vanilla.topology == {"nodes": 1, "gpus_per_node": 4, "tp": 2, "fsdp": 2}
+    assert vanilla.topology.model_dump() == {"nodes": 1, "gpus_per_node": 4, "tp": 2, "fsdp": 2}
     assert vanilla.launcher_argv[vanilla.launcher_argv.index("-m") + 1] == "titanbench.cpu_trainer"
     assert vanilla.checks_torchtitan and vanilla.deviations == []
     assert "TITANBENCH_CPU_SUBSTITUTIONS" not in vanilla.env
@@ -289,7 +289,7 @@ def test_smoke_on_cpu_runs_torchtitan_through_the_cpu_launcher_with_its_substitu
 def test_smoke_on_cuda_is_the_stock_trainer_on_one_8_gpu_node_with_nothing_substituted(locations):
     plans = smoke_plans(locations, "cuda")
     assert {p.trainer for p in plans} == {"torchtitan.train"}
-    assert plans[0].topology == {"nodes": 1, "gpus_per_node": 8, "tp": 2, "fsdp": 4}
+    assert plans[0].topology.model_dump() == {"nodes": 1, "gpus_per_node": 8, "tp": 2, "fsdp": 4}
     assert not any(p.skip_reason or p.deviations or "TITANBENCH_CPU_SUBSTITUTIONS" in p.env for p in plans)
     assert plans[0].env["TRITON_CACHE_DIR"].endswith("smoke/vanilla-bf16/triton")
 

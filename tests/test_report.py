@@ -12,11 +12,12 @@ from click.testing import CliRunner
 
 from logfactory import Metrics, metrics_message, run_log, titan_line
 from titanbench.cli import main
+from titanbench.document import ConfigEntry, ReportDocument
 from titanbench.intervals import METHOD as INTERVAL_METHOD
 from titanbench.intervals import no_interval_reason
 from titanbench.pins import pins
 from titanbench.plan import Locations, Overrides, Rendezvous, build_plan
-from titanbench.report import collect, render_markdown, write_all
+from titanbench.report import collect, render_json, render_markdown, write_all
 from titanbench.spec import MatrixSpec, load_spec
 from titanbench.stats import METHOD
 
@@ -82,8 +83,15 @@ def comparison(markdown: str, model: str) -> dict[str, list[str]]:
 
 
 def by_config(doc: dict, model: str) -> dict[str, dict]:
+    """A results.json's configs of `model`, by id."""
     entry = next(m for m in doc["models"] if m["model"] == model)
     return {c["config"]: c for c in entry["configs"]}
+
+
+def entries(doc: ReportDocument, model: str) -> dict[str, ConfigEntry]:
+    """A collected document's configs of `model`, by id."""
+    entry = next(m for m in doc.models if m.model == model)
+    return {c.config: c for c in entry.configs}
 
 
 @pytest.fixture
@@ -128,31 +136,31 @@ def test_published_numbers_reproduce_the_published_table(published_run, model):
             "1.00",
             "ok",
         )
-        entry = by_config(doc, spec.model)[config.id]
-        assert entry["ratio"] == pytest.approx(1.0, abs=1e-4)
+        entry = entries(doc, spec.model)[config.id]
+        assert entry.ratio == pytest.approx(1.0, abs=1e-4)
 
 
 def test_dropped_windows_do_not_count(tmp_path):
     """The warm-up and profiler windows carry 1 tps: averaging them in would move every number."""
     run_dir = tmp_path / "run"
     spec = write_matrix(run_dir, "70b")
-    config = by_config(collect(run_dir), spec.model)["vanilla-bf16"]
-    assert 100 not in config["summary"]["used_steps"] and 110 not in config["summary"]["used_steps"]
-    assert config["summary"]["n"] == 16
-    assert config["peak_memory_gib"] == max(w["memory_gib"] for w in config["summary"]["windows"])
-    assert config["mfu"] == pytest.approx(38.46)
+    config = entries(collect(run_dir), spec.model)["vanilla-bf16"]
+    assert 100 not in config.summary.used_steps and 110 not in config.summary.used_steps
+    assert config.summary.n == 16
+    assert config.peak_memory_gib == max(w.memory_gib for w in config.summary.windows)
+    assert config.mfu == pytest.approx(38.46)
 
 
 def test_comparison_columns(tmp_path):
     run_dir = tmp_path / "run"
     spec = write_matrix(run_dir, "8b")
     doc = collect(run_dir)
-    entry = by_config(doc, spec.model)["async-bf16"]
+    entry = entries(doc, spec.model)["async-bf16"]
     *_, stdev, windows, mfu, memory, status = comparison(render_markdown(doc), spec.model)["async-bf16"]
-    assert windows == str(entry["summary"]["n"]) == "8"
-    assert stdev == f"{entry['summary']['stdev_tps']:.1f}"
+    assert windows == str(entry.summary.n) == "8"
+    assert stdev == f"{entry.summary.stdev_tps:.1f}"
     assert mfu == "38.46%"
-    assert memory == f"{entry['peak_memory_gib']:.2f} GiB"
+    assert memory == f"{entry.peak_memory_gib:.2f} GiB"
     assert status == "ok"
 
 
@@ -176,7 +184,7 @@ def test_missing_failed_and_unverified_configs(tmp_path):
     assert compared["async-bf16"][0] == "n/a" and compared["async-bf16"][-1].startswith("missing")
     assert compared["vanilla-float8_rowwise"][-1] == "failed: exit code 1"
     assert compared["async-float8_tensorwise"][-1] == "unverified: no async TP line"
-    assert by_config(doc, spec.model)["vanilla-float8_rowwise"]["measured_tps"] is None
+    assert entries(doc, spec.model)["vanilla-float8_rowwise"].measured_tps is None
 
 
 def test_a_speedup_over_an_unverified_baseline_says_so(tmp_path):
@@ -198,12 +206,12 @@ def test_logs_alone_must_show_what_the_config_claims(tmp_path):
         folder = run_dir / spec.model / config_id
         folder.mkdir(parents=True)
         (folder / "train.log").write_text(config_log(spec, config_id, **kwargs))
-    configs = by_config(collect(run_dir), spec.model)
-    assert configs["async-bf16"]["status"] == "unverified"
-    assert "Async Tensor Parallelism" in configs["async-bf16"]["detail"]
-    assert configs["async-bf16"]["measured_tps"] == pytest.approx(4809.4, abs=0.05)
-    assert configs["vanilla-float8_rowwise"]["status"] == "ok"
-    assert configs["vanilla-bf16"]["status"] == "missing"
+    configs = entries(collect(run_dir), spec.model)
+    assert configs["async-bf16"].status == "unverified"
+    assert "Async Tensor Parallelism" in configs["async-bf16"].detail
+    assert configs["async-bf16"].measured_tps == pytest.approx(4809.4, abs=0.05)
+    assert configs["vanilla-float8_rowwise"].status == "ok"
+    assert configs["vanilla-bf16"].status == "missing"
 
 
 @pytest.mark.parametrize("content", ["", "[titan] 2025-06-13 10:00:00,000 - root - INFO - Starting job\n"])
@@ -225,9 +233,9 @@ def test_a_log_too_short_for_the_method_shows_no_data(tmp_path):
     folder = run_dir / spec.model / "vanilla-bf16"
     folder.mkdir(parents=True)
     (folder / "train.log").write_text(config_log(spec, "vanilla-bf16", steps=10))
-    entry = by_config(collect(run_dir), spec.model)["vanilla-bf16"]
-    assert (entry["status"], entry["measured_tps"]) == ("no data", None)
-    assert "warm-up" in entry["detail"]
+    entry = entries(collect(run_dir), spec.model)["vanilla-bf16"]
+    assert (entry.status, entry.measured_tps) == ("no data", None)
+    assert "warm-up" in entry.detail
 
 
 def test_unknown_model_is_reported_with_measured_numbers_only(tmp_path):
@@ -239,7 +247,7 @@ def test_unknown_model_is_reported_with_measured_numbers_only(tmp_path):
     doc = collect(run_dir)
     markdown = render_markdown(doc)
     assert "#### mymodel (no published reference)" in markdown
-    assert [m["model"] for m in doc["models"]] == ["mymodel"]
+    assert [m.model for m in doc.models] == ["mymodel"]
     rows = {(r[0], r[1]): r[2:] for r in table(markdown, "| TP type |")}
     assert rows == {
         ("Vanilla TP", "None (bfloat16)"): ["1000.0", "1.00"],
@@ -275,11 +283,11 @@ def test_run_json_gives_measured_topology_deviations_and_environment(tmp_path):
     doc = collect(run_dir)
     markdown = render_markdown(doc)
     assert "#### Llama3 8b on 16 H200s with FSDP=4, TP=4, torch.compile, per op SAC, local batch size 12" in markdown
-    configs = by_config(doc, spec.model)
-    assert configs["vanilla-bf16"]["deviations"] == plans[0].deviations
+    configs = entries(doc, spec.model)
+    assert configs["vanilla-bf16"].deviations == plans[0].deviations
     assert any("tp 4 (published 8)" in line for line in plans[0].deviations)
     assert f"- vanilla-bf16: {'; '.join(plans[0].deviations)}" in markdown
-    assert configs["async-float8_rowwise"]["status"] == "missing"
+    assert configs["async-float8_rowwise"].status == "missing"
 
     environment = {row[0]: row[1:] for row in table(section(markdown, spec.model), "|  | This run |")}
     assert environment["GPU"] == ["NVIDIA H200", "H100, 96 GB HBM2e, 2.4 TB/s", "**differs**"]
@@ -302,9 +310,9 @@ def test_deviations_none_and_pins_recorded_in_run_json(tmp_path):
     (run_dir / "run.json").write_text(json.dumps({"configs": [p.to_dict() for p in plans], "pins": recorded}))
     doc = collect(run_dir)
     markdown = render_markdown(doc)
-    assert all(c["deviations"] == [] for c in doc["models"][0]["configs"])
+    assert all(c.deviations == [] for c in doc.models[0].configs)
     assert "- vanilla-bf16: none" in markdown
-    assert doc["pins"] == recorded and f"| TORCHTITAN_COMMIT | {'0' * 40} |" in markdown
+    assert doc.pins == recorded and f"| TORCHTITAN_COMMIT | {'0' * 40} |" in markdown
 
 
 def test_report_carries_pins_and_the_method_actually_used(published_run):
@@ -317,18 +325,20 @@ def test_report_carries_pins_and_the_method_actually_used(published_run):
 
 
 def test_averaging_options_change_the_windows(published_run):
-    default = by_config(collect(published_run), "llama3_8b")["vanilla-bf16"]["summary"]
-    late = by_config(collect(published_run, warmup_steps=50, profile_freq=30), "llama3_8b")["vanilla-bf16"]["summary"]
-    assert default["used_steps"] == [20, 30, 40, 50, 60, 70, 80, 90]
+    default = entries(collect(published_run), "llama3_8b")["vanilla-bf16"].summary
+    late = entries(collect(published_run, warmup_steps=50, profile_freq=30), "llama3_8b")["vanilla-bf16"].summary
+    assert default.used_steps == [20, 30, 40, 50, 60, 70, 80, 90]
     # profile-freq 30 adds dumps at 30, 60, 90: their windows and the next ones go too.
-    assert late["used_steps"] == [80]
+    assert late.used_steps == [80]
 
 
 def test_write_all_writes_the_three_files_and_re_renders_from_json(published_run):
     doc = write_all(published_run)
-    saved = json.loads((published_run / "results.json").read_text())
-    assert saved == json.loads(json.dumps(doc))
-    assert (published_run / "RESULTS.md").read_text() == render_markdown(saved)
+    saved = (published_run / "results.json").read_text()
+    assert saved == render_json(doc)
+    # results.json alone gives the document back, and the same markdown.
+    assert ReportDocument.model_validate_json(saved) == doc
+    assert (published_run / "RESULTS.md").read_text() == render_markdown(ReportDocument.model_validate_json(saved))
     assert (published_run / "RESULTS.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
     assert (published_run / "RESULTS-steps.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
     # The report's own files are not mistaken for results on the next run.
@@ -447,12 +457,12 @@ def test_real_manifest_of_a_machine_without_gpus_renders(tmp_path):
     environment = manifest()
     (run_dir / "run.json").write_text(json.dumps({"environment": environment}))
     doc = collect(run_dir)
-    rows = {row["item"]: row for row in doc["models"][0]["environment"]}
+    rows = {row.item: row for row in doc.models[0].environment}
     if environment["gpu"] is None:
-        assert rows["GPU"]["measured"] == f"unknown: {environment['unavailable']['gpu']}"
-        assert rows["GPU"]["differs"] is None
-    assert [c["component"] for c in doc["pin_checks"]] == ["torch", "torchao", "torchtitan"]
-    assert doc["pin_checks"][0]["pinned"] in (pins()["TORCH_COMMIT"], pins()["RELEASE_TORCH_GIT_VERSION"])
+        assert rows["GPU"].measured == f"unknown: {environment['unavailable']['gpu']}"
+        assert rows["GPU"].differs is None
+    assert [c.component for c in doc.pin_checks] == ["torch", "torchao", "torchtitan"]
+    assert doc.pin_checks[0].pinned in (pins()["TORCH_COMMIT"], pins()["RELEASE_TORCH_GIT_VERSION"])
     assert "Installed in the run's environment:" in render_markdown(doc)
 
 
@@ -473,9 +483,9 @@ def test_a_user_spec_named_by_the_run_request_supplies_the_heading(tmp_path):
     doc = collect(run_dir)
     markdown = render_markdown(doc)
     assert "#### My matrix on 8 H200s with FSDP=4, TP=2, mine AC, local batch size 2" in markdown.splitlines()
-    assert by_config(doc, "mine")["vanilla-bf16"]["ratio"] == pytest.approx(0.99)
+    assert entries(doc, "mine")["vanilla-bf16"].ratio == pytest.approx(0.99)
     spec_file.unlink()
-    assert collect(run_dir)["models"][0]["heading"] == "mine (no published reference)"
+    assert collect(run_dir).models[0].heading == "mine (no published reference)"
 
 
 # run.json edited by hand or written by something else: one clear line, never a traceback.
@@ -506,9 +516,9 @@ def test_power_limit_compared_with_the_reference_within_doctors_tolerance(tmp_pa
     write_matrix(run_dir, "8b")
     gpus = [{"index": i, "name": "NVIDIA H100 80GB HBM3", "power_limit_w": watts} for i in range(8)]
     (run_dir / "run.json").write_text(json.dumps({"environment": {"gpu": {"gpus": gpus}}}))
-    (model,) = collect(run_dir)["models"]
-    (power,) = [row for row in model["environment"] if row["item"] == "Power limit (W)"]
-    assert power["differs"] is differs
+    (model,) = collect(run_dir).models
+    (power,) = [row for row in model.environment if row.item == "Power limit (W)"]
+    assert power.differs is differs
 
 
 # ---- 95% intervals (issue 14) ---------------------------------------------------------------------
@@ -562,18 +572,18 @@ def test_markdown_shows_intervals_compactly_and_flags_a_speedup_that_may_be_none
     write_bf16_pair(run_dir, VANILLA, SAME)
     doc = collect(run_dir)
     markdown = render_markdown(doc)
-    configs = by_config(doc, "mymodel")
+    configs = entries(doc, "mymodel")
     rows = {(r[0], r[1]): r[2:] for r in published_shape(markdown, "mymodel", intervals=True)}
-    low, high = configs["vanilla-bf16"]["measured_tps_ci95"]
+    low, high = configs["vanilla-bf16"].measured_tps_ci95
     assert rows[("Vanilla TP", "None (bfloat16)")] == [
-        f"{configs['vanilla-bf16']['measured_tps']:.1f} [{low:.1f}, {high:.1f}]",
+        f"{configs['vanilla-bf16'].measured_tps:.1f} [{low:.1f}, {high:.1f}]",
         "1.00",
     ]
     same = configs["async-bf16"]
-    assert same["speedup_interval_holds_1"] is True
-    s_low, s_high = same["speedup_ci95"]
+    assert same.speedup_interval_holds_1 is True
+    s_low, s_high = same.speedup_ci95
     assert rows[("Async TP", "None (bfloat16)")][1] == (
-        f"{same['speedup']:.2f} [{s_low:.2f}, {s_high:.2f}] (interval holds 1.00)"
+        f"{same.speedup:.2f} [{s_low:.2f}, {s_high:.2f}] (interval holds 1.00)"
     )
     assert "Brackets: 95% intervals" in markdown
     assert INTERVAL_METHOD in markdown
@@ -590,14 +600,14 @@ def test_too_few_windows_give_no_interval_and_say_why(tmp_path):
     run_dir = tmp_path / "run"
     write_bf16_pair(run_dir, VANILLA[:3], FASTER)
     doc = collect(run_dir)
-    configs = by_config(doc, "mymodel")
-    assert configs["vanilla-bf16"]["measured_tps_ci95"] is None
-    assert configs["vanilla-bf16"]["interval_note"] == no_interval_reason(3)
-    assert configs["async-bf16"]["measured_tps_ci95"] is not None
-    assert configs["async-bf16"]["speedup"] is not None and configs["async-bf16"]["speedup_ci95"] is None
+    configs = entries(doc, "mymodel")
+    assert configs["vanilla-bf16"].measured_tps_ci95 is None
+    assert configs["vanilla-bf16"].interval_note == no_interval_reason(3)
+    assert configs["async-bf16"].measured_tps_ci95 is not None
+    assert configs["async-bf16"].speedup is not None and configs["async-bf16"].speedup_ci95 is None
     markdown = render_markdown(doc)
     rows = {(r[0], r[1]): r[2:] for r in published_shape(markdown, "mymodel", intervals=True)}
-    assert rows[("Vanilla TP", "None (bfloat16)")][0] == f"{configs['vanilla-bf16']['measured_tps']:.1f}"
+    assert rows[("Vanilla TP", "None (bfloat16)")][0] == f"{configs['vanilla-bf16'].measured_tps:.1f}"
     assert f"- vanilla-bf16: {no_interval_reason(3)}" in markdown.splitlines()
     assert "- async-bf16: no speedup interval (its vanilla baseline has none)" in markdown.splitlines()
 
@@ -612,6 +622,6 @@ def test_a_speedup_divides_measured_by_measured_never_by_a_published_number(tmp_
         folder = run_dir / spec.model / config_id
         folder.mkdir(parents=True)
         (folder / "train.log").write_text(config_log(spec, config_id, tps))
-    configs = {c["config"]: c for c in collect(run_dir)["models"][0]["configs"]}
-    assert configs["async-bf16"]["speedup"] == pytest.approx(600.0 / 500.0)
-    assert configs["async-bf16"]["ratio"] == pytest.approx(600.0 / 652.4)
+    configs = {c.config: c for c in collect(run_dir).models[0].configs}
+    assert configs["async-bf16"].speedup == pytest.approx(600.0 / 500.0)
+    assert configs["async-bf16"].ratio == pytest.approx(600.0 / 652.4)

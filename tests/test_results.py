@@ -3,30 +3,40 @@
 import json
 
 import pytest
+from pydantic import ValidationError
 
 from titanbench import results
 from titanbench.errors import TitanbenchError
+from titanbench.results import ConfigResult
 
 
 def test_an_ok_result_is_never_replaced(tmp_path):
-    results.write_result(tmp_path, "m", "c", {"status": "ok", "attempt": 1})
+    results.write_result(tmp_path, "m", "c", ConfigResult(status="ok", attempt=1))
     path = results.config_dir(tmp_path, "m", "c") / results.RESULT_FILE
     before = path.read_bytes()
     with pytest.raises(TitanbenchError, match="m/c already finished ok"):
-        results.write_result(tmp_path, "m", "c", {"status": "failed", "attempt": 2})
+        results.write_result(tmp_path, "m", "c", ConfigResult(status="failed", attempt=2))
     assert path.read_bytes() == before
 
 
 def test_any_other_result_is_replaced_by_the_next_attempt(tmp_path):
-    results.write_result(tmp_path, "m", "c", {"status": "failed", "attempt": 1})
-    results.write_result(tmp_path, "m", "c", {"status": "ok", "attempt": 2})
+    results.write_result(tmp_path, "m", "c", ConfigResult(status="failed", attempt=1))
+    results.write_result(tmp_path, "m", "c", ConfigResult(status="ok", attempt=2))
     assert json.loads((results.config_dir(tmp_path, "m", "c") / results.RESULT_FILE).read_text())["attempt"] == 2
 
 
-def test_a_status_outside_the_known_ones_is_refused(tmp_path):
-    with pytest.raises(ValueError, match="unknown status 'fine'"):
-        results.write_result(tmp_path, "m", "c", {"status": "fine"})
-    assert not (tmp_path / "m").exists()
+def test_a_status_outside_the_known_ones_is_refused():
+    with pytest.raises(ValidationError, match="status"):
+        ConfigResult.model_validate({"status": "fine"})
+
+
+def test_a_record_keeps_the_keys_it_was_given_and_what_its_writer_added(tmp_path):
+    """Defaults are not written out, unknown keys pass through: the file holds what the writer meant."""
+    record = {"status": "failed", "attempt": 1, "reason": "", "from_a_newer_writer": {"x": 1}}
+    results.write_result(tmp_path, "m", "c", ConfigResult.model_validate(record))
+    path = results.config_dir(tmp_path, "m", "c") / results.RESULT_FILE
+    assert json.loads(path.read_text()) == record
+    assert results.read_result(tmp_path, "m", "c") == ConfigResult.model_validate(record)
 
 
 @pytest.mark.parametrize(

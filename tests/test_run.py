@@ -17,14 +17,17 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from titanbench import results
 from titanbench.cli import main
 from titanbench.coordinate import Coordinator
 from titanbench.launch import Outcome
 from titanbench.logparse import LogScan, scan_text
+from titanbench.options import RunOptions, locations_from, overrides_from, resolve_device
 from titanbench.pins import pins
-from titanbench.plan import ConfigPlan
-from titanbench.results import archive_log, previous_attempts
+from titanbench.plan import ConfigPlan, Rendezvous, build_plan
+from titanbench.results import RunRecord, archive_log, previous_attempts
 from titanbench.runner import classify
+from titanbench.spec import Topology, resolve_models
 
 TESTS = Path(__file__).resolve().parent
 SPEC = TESTS / "data" / "specs" / "stand_in.yaml"
@@ -396,6 +399,59 @@ def test_resume_of_a_run_json_without_its_request_is_an_error(tmp_path):
     )
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("nodes", "two"), ("only", 5), ("gpu_mem_gib", "lots"), ("device", "tpu"), ("no_profiling", "maybe")],
+)
+def test_resume_with_a_wrongly_typed_request_field_is_one_line_naming_it(tmp_path, field, value):
+    (tmp_path / "run.json").write_text(json.dumps({"request": {"model": str(SPEC), field: value}}))
+    outcome = invoke("--resume", str(tmp_path))
+    assert outcome.exit_code == 1
+    assert outcome.output.startswith(f"Error: {tmp_path / 'run.json'}: request.{field}")
+    assert outcome.output.count("\n") == 1 and "Traceback" not in outcome.output
+
+
+def test_resume_with_options_that_disagree_names_each_one_as_run_json_has_it(tmp_path):
+    recorded = {"model": str(SPEC), "steps": 20, "trainer": "stand_in_trainer", "only": ["async-bf16"]}
+    (tmp_path / "run.json").write_text(json.dumps({"request": recorded}))
+    outcome = invoke("--resume", str(tmp_path), "--steps", "30", "--only", "vanilla-bf16", "--nodes", "1")
+    assert outcome.exit_code == 1
+    assert outcome.output.strip() == (
+        f"Error: --resume {tmp_path}: options disagree with the recorded run: --nodes 1 (the run has none); "
+        "--only ['vanilla-bf16'] (the run has ['async-bf16']); --steps 30 (the run has 20)"
+    )
+
+
+def test_run_options_round_trip_through_run_json_to_the_same_launch_plan(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    given = RunOptions(
+        model=str(SPEC), nodes=1, gpus_per_node=2, tp=1, steps=30, no_profiling=True, dataset="c4",
+        dataset_path=Path("c4"), allow_fp32=True, gpu_mem_gib=40.5, force=True, device="cuda",
+        trainer="stand_in_trainer", torchtitan_dir=Path("."), results=Path("results"), cache_dir=Path("cache"),
+        only=("vanilla-bf16", "async-bf16"),
+    ).absolute()  # fmt: skip
+    results.write_run(tmp_path, RunRecord(request=given))
+    request = json.loads((tmp_path / "run.json").read_text())["request"]
+    assert set(request) == set(RunOptions.model_fields)
+    assert (request["results"], request["only"]) == (str(tmp_path / "results"), ["vanilla-bf16", "async-bf16"])
+
+    def launch_plans(options: RunOptions) -> list[ConfigPlan]:
+        specs = resolve_models(options.model)
+        return build_plan(
+            specs, overrides_from(options), Rendezvous(), locations_from(options, "r"), trainer=options.trainer,
+            device=resolve_device(options.device, specs), only=options.only,
+        )  # fmt: skip
+
+    monkeypatch.chdir(TESTS)  # read back from elsewhere: run.json's paths are absolute
+    recorded = results.read_run(tmp_path)
+    assert recorded is not None and recorded.request == given
+    plans = launch_plans(recorded.request)
+    assert plans == launch_plans(given) and [p.config for p in plans] == ["vanilla-bf16", "async-bf16"]
+    assert (
+        plans[0].workdir == str(tmp_path) and f"--training.dataset_path={tmp_path / 'c4'}" in plans[0].torchtitan_args
+    )
+
+
 def test_many_nodes_without_a_scheduler_or_node_flags_is_an_error(tmp_path, monkeypatch):
     for name in [n for n in os.environ if n.startswith(("SLURM_", "PET_"))] + ["JOB_COMPLETION_INDEX"]:
         monkeypatch.delenv(name, raising=False)
@@ -433,7 +489,7 @@ def _plan(
 ) -> ConfigPlan:
     return ConfigPlan(
         model="m", config="c", tp_type=tp_type, quantization=quantization, steps=steps,
-        topology={"nodes": nodes, "gpus_per_node": 8, "tp": 8, "fsdp": nodes}, torchtitan_args=[], bundle_flags=[],
+        topology=Topology(nodes=nodes, gpus_per_node=8, tp=8, fsdp=nodes), torchtitan_args=[], bundle_flags=[],
         launcher_argv=[], env={}, env_reasons={}, deviations=[], published_tps=None, workdir=".",
         trainer=trainer, **extra,
     )  # fmt: skip

@@ -79,8 +79,8 @@ def estimate(plan: ConfigPlan, spec: MatrixSpec, torchtitan_dir: Path) -> CostEs
         return None
     batch_flag = _flag(plan.torchtitan_args, BATCH_FLAGS)
     batch = int(batch_flag) if batch_flag and batch_flag.isdigit() else spec.heading.local_batch_size
-    tp = plan.topology["tp"]
-    gpus = plan.topology["nodes"] * plan.topology["gpus_per_node"]
+    tp = plan.topology.tp
+    gpus = plan.topology.world
     step_s = batch * seq_len / (tp * plan.published_tps)
     wall_s = plan.steps * step_s
     return CostEstimate(

@@ -92,9 +92,6 @@ class Transport:
         gdr = {True: ", GPUDirect RDMA", False: ", no GPUDirect RDMA", None: ""}[self.gpudirect]
         return "/".join(self.networks) + gdr
 
-    def to_dict(self) -> dict[str, object]:
-        return {"networks": list(self.networks), "gpudirect": self.gpudirect, "description": self.describe()}
-
 
 def strip_ansi(text: str) -> str:
     return _ANSI.sub("", text)

@@ -1,17 +1,32 @@
-"""Options shared by commands: the matrix, overrides and guards (`plan`, `run`); the averaging (`parse`, `report`)."""
+"""Options shared by commands: the matrix, overrides and guards (`plan`, `run`); the averaging (`parse`, `report`).
+
+`RunOptions` is the matrix options as a value: the commands build it from click's arguments, the runner
+and the plan read it, and run.json records its JSON form (`request`), which `--resume` reads back.
+"""
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import click
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from titanbench import settings
 from titanbench.errors import TitanbenchError
-from titanbench.plan import CPU_TRAINER, DATASETS, DEFAULT_GPU_MEM_GIB, DEFAULT_TRAINER, Locations, Overrides
-from titanbench.spec import DEVICES, MAX_GPUS_PER_NODE, MAX_NODES, MAX_STEPS, Device, MatrixSpec
+from titanbench.plan import (
+    CPU_TRAINER,
+    DATASETS,
+    DEFAULT_GPU_MEM_GIB,
+    DEFAULT_TRAINER,
+    Dataset,
+    Locations,
+    Overrides,
+)
+from titanbench.spec import DEVICES, MAX_GPUS_PER_NODE, MAX_NODES, MAX_STEPS, Device, MatrixSpec, describe_error
 from titanbench.stats import DEFAULT_WARMUP_STEPS
+
+MAX_GPU_MEM_GIB = 100_000
 
 
 class FiniteFloat(click.FloatRange):
@@ -65,7 +80,7 @@ MATRIX_OPTIONS = [
     click.option("--allow-fp32", is_flag=True, help="Allow FSDP degree 1, which trains in fp32 at the pin."),
     click.option(
         "--gpu-mem-gib",
-        type=FiniteFloat(1, 100_000),
+        type=FiniteFloat(1, MAX_GPU_MEM_GIB),
         default=DEFAULT_GPU_MEM_GIB,
         show_default=True,
         help="GPU memory for the memory guard.",
@@ -169,24 +184,68 @@ def resolve_device(requested: str, specs: list[MatrixSpec]) -> Device:
     return "cpu"
 
 
-def overrides_from(options: dict[str, Any]) -> Overrides:
-    if options["dataset_path"] and options["dataset"] == "c4_test":
+class RunOptions(BaseModel):
+    """The matrix options of `plan` and `run` (named as click names them), plus `run`'s `--only`.
+
+    Bounds are the command line's; a field a run.json lacks takes the command line's default."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: str = "all"
+    nodes: int | None = Field(default=None, ge=1, le=MAX_NODES)
+    gpus_per_node: int | None = Field(default=None, ge=1, le=MAX_GPUS_PER_NODE)
+    tp: int | None = Field(default=None, ge=1, le=MAX_GPUS_PER_NODE)
+    steps: int | None = Field(default=None, ge=1, le=MAX_STEPS)
+    no_profiling: bool = False
+    dataset: Dataset | None = None
+    dataset_path: Path | None = None
+    allow_fp32: bool = False
+    gpu_mem_gib: float = Field(default=DEFAULT_GPU_MEM_GIB, ge=1, le=MAX_GPU_MEM_GIB, allow_inf_nan=False)
+    force: bool = False
+    device: Literal["auto", "cuda", "cpu"] = "auto"
+    trainer: str | None = None
+    torchtitan_dir: Path = settings.DEFAULT_TORCHTITAN_DIR
+    results: Path = settings.DEFAULT_RESULTS
+    cache_dir: Path | None = None
+    only: tuple[str, ...] = ()
+
+    @classmethod
+    def from_click(cls, values: Mapping[str, Any]) -> "RunOptions":
+        """From a command's keyword arguments (click has checked each one already)."""
+        try:
+            return cls.model_validate(dict(values))
+        except ValidationError as error:
+            raise TitanbenchError(describe_error(error)) from None
+
+    def absolute(self) -> "RunOptions":
+        """Paths made absolute (a spec file's too), so that run.json means the same from any directory."""
+        paths = {
+            name: value.resolve()
+            for name in ("dataset_path", "torchtitan_dir", "results", "cache_dir")
+            if isinstance(value := getattr(self, name), Path)
+        }
+        model = str(Path(self.model).resolve()) if Path(self.model).is_file() else self.model
+        return self.model_copy(update={**paths, "model": model})
+
+
+def overrides_from(options: RunOptions) -> Overrides:
+    if options.dataset_path and options.dataset == "c4_test":
         raise TitanbenchError("--dataset-path is a copy of c4: it cannot be combined with --dataset c4_test")
     return Overrides(
-        nodes=options["nodes"],
-        gpus_per_node=options["gpus_per_node"],
-        tp=options["tp"],
-        steps=options["steps"],
-        profiling=not options["no_profiling"],
-        dataset=options["dataset"],
-        dataset_path=str(Path(options["dataset_path"]).resolve()) if options["dataset_path"] else None,
-        allow_fp32=options["allow_fp32"],
-        force=options["force"],
-        gpu_mem_gib=options["gpu_mem_gib"],
+        nodes=options.nodes,
+        gpus_per_node=options.gpus_per_node,
+        tp=options.tp,
+        steps=options.steps,
+        profiling=not options.no_profiling,
+        dataset=options.dataset,
+        dataset_path=str(options.dataset_path.resolve()) if options.dataset_path else None,
+        allow_fp32=options.allow_fp32,
+        force=options.force,
+        gpu_mem_gib=options.gpu_mem_gib,
     )
 
 
-def locations_from(options: dict[str, Any], run_id: str) -> Locations:
-    results = settings.results_root(given=Path(options["results"]))
-    cache = settings.cache_root(results, given=Path(options["cache_dir"]) if options["cache_dir"] else None)
-    return Locations(run_dir=results / run_id, cache_root=cache, torchtitan_dir=options["torchtitan_dir"].resolve())
+def locations_from(options: RunOptions, run_id: str) -> Locations:
+    results = settings.results_root(given=options.results)
+    cache = settings.cache_root(results, given=options.cache_dir)
+    return Locations(run_dir=results / run_id, cache_root=cache, torchtitan_dir=options.torchtitan_dir.resolve())

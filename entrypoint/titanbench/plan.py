@@ -13,10 +13,11 @@ import logging
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal, get_args
 
 from titanbench.cpu_trainer import SUBSTITUTIONS, SUBSTITUTIONS_ENV
 from titanbench.errors import TitanbenchError
-from titanbench.spec import STEPS_FLAG, TP_DEGREE_FLAG, ConfigSpec, Device, MatrixSpec, flag_value
+from titanbench.spec import STEPS_FLAG, TP_DEGREE_FLAG, ConfigSpec, Device, MatrixSpec, Topology, flag_value
 
 DEFAULT_TRAINER = "torchtitan.train"
 # torchtitan's own trainer on CPU (titanbench/cpu_trainer.py): its config check and the log evidence apply.
@@ -24,7 +25,8 @@ CPU_TRAINER = "titanbench.cpu_trainer"
 TORCHTITAN_TRAINERS = (DEFAULT_TRAINER, CPU_TRAINER)
 DEFAULT_MASTER_PORT = 29500
 DEFAULT_GPU_MEM_GIB = 80.0
-DATASETS = ("c4", "c4_test")
+Dataset = Literal["c4", "c4_test"]
+DATASETS: tuple[Dataset, ...] = get_args(Dataset)
 PUBLISHED_DATASET = "c4"
 # Bytes per parameter that stay resident however the step runs: fp32 master weights (4),
 # fp32 gradients (4) and AdamW's two fp32 moments (8). Activations come on top.
@@ -41,7 +43,7 @@ class Overrides:
     tp: int | None = None
     steps: int | None = None
     profiling: bool = True
-    dataset: str | None = None
+    dataset: Dataset | None = None
     dataset_path: str | None = None
     allow_fp32: bool = False
     force: bool = False
@@ -83,7 +85,7 @@ class ConfigPlan:
     tp_type: str
     quantization: str
     steps: int
-    topology: dict[str, int]
+    topology: Topology
     torchtitan_args: list[str]
     bundle_flags: list[dict[str, str]]
     launcher_argv: list[str]
@@ -110,10 +112,10 @@ class ConfigPlan:
     @property
     def checks_transport(self) -> bool:
         """Nodes talk through NCCL's network transport (NCCL logs which one: see _env)."""
-        return self.device == "cuda" and self.topology["nodes"] > 1
+        return self.device == "cuda" and self.topology.nodes > 1
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "topology": self.topology.model_dump()}
 
 
 def check_device(spec: MatrixSpec, device: Device) -> None:
@@ -124,7 +126,8 @@ def check_device(spec: MatrixSpec, device: Device) -> None:
         )
 
 
-def topology_for(spec: MatrixSpec, overrides: Overrides, device: Device = "cuda") -> dict[str, int]:
+def topology_for(spec: MatrixSpec, overrides: Overrides, device: Device = "cuda") -> Topology:
+    """The topology a config runs at: the spec's reference one on `device`, with the overrides applied."""
     reference = spec.reference_topology(device)
     nodes = overrides.nodes or reference.nodes
     gpus_per_node = overrides.gpus_per_node or reference.gpus_per_node
@@ -137,30 +140,30 @@ def topology_for(spec: MatrixSpec, overrides: Overrides, device: Device = "cuda"
             f"{spec.model}: TP degree {tp} must divide the GPUs per node ({gpus_per_node}): "
             "a TP group must sit inside one node (async TP uses intra-node symmetric memory)"
         )
-    return {"nodes": nodes, "gpus_per_node": gpus_per_node, "tp": tp, "fsdp": world // tp}
+    return Topology(nodes=nodes, gpus_per_node=gpus_per_node, tp=tp, fsdp=world // tp)
 
 
-def check_fidelity(spec: MatrixSpec, topology: dict[str, int], overrides: Overrides) -> None:
-    if topology["fsdp"] == 1 and not overrides.allow_fp32:
-        smaller_tp = max(topology["tp"] // 2, 1)
+def check_fidelity(spec: MatrixSpec, topology: Topology, overrides: Overrides) -> None:
+    if topology.fsdp == 1 and not overrides.allow_fp32:
+        smaller_tp = max(topology.tp // 2, 1)
         raise TitanbenchError(
-            f"{spec.model}: FSDP degree 1 ({topology['nodes'] * topology['gpus_per_node']} GPUs / TP "
-            f"{topology['tp']}) trains in fp32 at the pinned torchtitan (bf16 mixed precision is applied "
+            f"{spec.model}: FSDP degree 1 ({topology.world} GPUs / TP "
+            f"{topology.tp}) trains in fp32 at the pinned torchtitan (bf16 mixed precision is applied "
             f"only through FSDP), which is not comparable: use e.g. --tp {smaller_tp} for FSDP "
-            f"{topology['fsdp'] * topology['tp'] // smaller_tp}, or pass --allow-fp32"
+            f"{topology.fsdp * topology.tp // smaller_tp}, or pass --allow-fp32"
         )
 
 
-def state_gib_per_gpu(spec: MatrixSpec, topology: dict[str, int]) -> float:
-    return spec.params * STATE_BYTES_PER_PARAM / (topology["fsdp"] * topology["tp"]) / GIB
+def state_gib_per_gpu(spec: MatrixSpec, topology: Topology) -> float:
+    return spec.params * STATE_BYTES_PER_PARAM / (topology.fsdp * topology.tp) / GIB
 
 
-def check_memory(spec: MatrixSpec, topology: dict[str, int], overrides: Overrides) -> None:
+def check_memory(spec: MatrixSpec, topology: Topology, overrides: Overrides) -> None:
     need = state_gib_per_gpu(spec, topology)
     if need > overrides.gpu_mem_gib and not overrides.force:
         raise TitanbenchError(
             f"{spec.model}: weights, gradients and AdamW state alone need {need:.1f} GiB per GPU at "
-            f"FSDP {topology['fsdp']} x TP {topology['tp']} (before activations), more than "
+            f"FSDP {topology.fsdp} x TP {topology.tp} (before activations), more than "
             f"{overrides.gpu_mem_gib:g} GiB: add nodes, set --gpu-mem-gib, or pass --force"
         )
 
@@ -174,16 +177,16 @@ def _published_args(spec: MatrixSpec, config: ConfigSpec) -> list[str]:
 
 
 def _deviations(
-    spec: MatrixSpec, config: ConfigSpec, topology: dict[str, int], overrides: Overrides, device: Device
+    spec: MatrixSpec, config: ConfigSpec, topology: Topology, overrides: Overrides, device: Device
 ) -> tuple[list[str], list[str]]:
     """(deviations, flags that implement them), applied on top of the published flags."""
     published = spec.reference_topology(device)
     deviations: list[str] = []
     extra: list[str] = []
     for key in ("nodes", "gpus_per_node", "tp", "fsdp"):
-        if topology[key] != getattr(published, key):
-            deviations.append(f"{key} {topology[key]} (published {getattr(published, key)})")
-    if topology["fsdp"] == 1:
+        if getattr(topology, key) != getattr(published, key):
+            deviations.append(f"{key} {getattr(topology, key)} (published {getattr(published, key)})")
+    if topology.fsdp == 1:
         deviations.append("FSDP 1: trains in fp32, not bf16 mixed precision (--allow-fp32)")
     if overrides.steps is not None and overrides.steps != config.steps:
         deviations.append(f"steps {overrides.steps} (published {config.steps})")
@@ -277,18 +280,18 @@ def plan_config(
     check_fidelity(spec, topology, overrides)
     check_memory(spec, topology, overrides)
     steps = overrides.steps or config.steps
-    computed = _replace_flag(_published_args(spec, config), TP_DEGREE_FLAG, topology["tp"])
+    computed = _replace_flag(_published_args(spec, config), TP_DEGREE_FLAG, topology.tp)
     computed = _replace_flag(computed, STEPS_FLAG, steps)
     deviations, deviation_flags = _deviations(spec, config, topology, overrides, device)
     computed += deviation_flags
     bundle = _bundle_flags(spec, config, locations, overrides)
     torchtitan_args = ["--job.config_file", spec.train_config, *computed, *(b["flag"] for b in bundle)]
-    env, env_reasons = _env(spec, config, locations, torchtitan_args, device, topology["nodes"])
+    env, env_reasons = _env(spec, config, locations, torchtitan_args, device, topology.nodes)
     rank_log_dir = locations.run_dir / spec.model / config.id / "ranks" / f"node{rendezvous.node_rank}"
     launcher_argv = [
         "torchrun",
-        "--nnodes", str(topology["nodes"]),
-        "--nproc-per-node", str(topology["gpus_per_node"]),
+        "--nnodes", str(topology.nodes),
+        "--nproc-per-node", str(topology.gpus_per_node),
         "--node-rank", str(rendezvous.node_rank),
         "--master-addr", rendezvous.master_addr,
         "--master-port", str(rendezvous.master_port),
@@ -324,7 +327,9 @@ def plan_config(
     )
     # What every node must agree on: what is computed, not where files go on each node.
     substitutions = env.get(SUBSTITUTIONS_ENV, "")
-    plan.fingerprint = _fingerprint([spec.model, config.id, topology, computed, trainer, device, substitutions])
+    plan.fingerprint = _fingerprint(
+        [spec.model, config.id, topology.model_dump(), computed, trainer, device, substitutions]
+    )
     return plan
 
 

@@ -15,14 +15,16 @@ import os
 import re
 import socket
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from titanbench.atomic import write_json
 from titanbench.clock import utc_now
 from titanbench.errors import TitanbenchError
-from titanbench.spec import describe_error
+from titanbench.nodes import Placement
+from titanbench.options import RunOptions
+from titanbench.spec import Topology, describe_error
 
 RUN_FILE = "run.json"
 # Held (flock) by the driver that owns the run directory; see hold_run_dir.
@@ -30,7 +32,7 @@ LOCK_FILE = ".lock"
 RESULT_FILE = "result.json"
 TRAIN_LOG = "train.log"
 # ok; skipped (cannot run on this device: never launched, never a failure); and the ways a config fails.
-STATUSES = (
+Status = Literal[
     "ok",
     "skipped",
     "failed",
@@ -41,7 +43,10 @@ STATUSES = (
     "no-data",
     "invalid",
     "unverified",
-)
+]
+STATUSES: tuple[Status, ...] = get_args(Status)
+# run.json's own status: the matrix is going, stopped before its end, or went through every config.
+RunStatus = Literal["running", "interrupted", "finished"]
 
 
 def config_dir(run_dir: Path, model: str, config: str) -> Path:
@@ -58,40 +63,61 @@ class _Record(BaseModel):
     model_config = ConfigDict(extra="allow")
 
 
-class RecordedTopology(_Record):
-    nodes: int
-    gpus_per_node: int
-    tp: int
-    fsdp: int
-
-
 class RecordedPlan(_Record):
-    """A `ConfigPlan.to_dict()` as run.json keeps it."""
+    """A `ConfigPlan.to_dict()` as run.json keeps it (its environment redacted)."""
 
     model: str
     config: str
     tp_type: str | None = None
     quantization: str | None = None
-    topology: RecordedTopology | None = None
+    topology: Topology | None = None
     published_tps: float | None = None
-    deviations: list[str] = []
+    # None: the plan was recorded without them (written by something else than titanbench's runner).
+    deviations: list[str] | None = None
     trainer: str | None = None
     device: str | None = None
+
+
+class Timing(_Record):
+    """run.json's `timings` entry of a config: its last attempt."""
+
+    status: Status
+    attempt: int = Field(ge=0)
+    started_at: str | None = None
+    finished_at: str | None = None
+    duration_s: float | None = None
+
+
+class Session(_Record):
+    """One driver's go at the run (the first, then one per `--resume`)."""
+
+    started_at: str
+    node_rank: int = 0
+    finished_at: str | None = None
+    # Why the matrix ended before its last config.
+    stopped: str | None = None
 
 
 class RunRecord(_Record):
     """run.json: written by node 0's driver, read by `--resume` and by the report."""
 
-    status: str | None = None
+    titanbench_version: str | None = None
+    run_id: str | None = None
     created_at: str | None = None
-    request: dict[str, Any] | None = None
+    updated_at: str | None = None
+    status: RunStatus | None = None
+    request: RunOptions | None = None
     fingerprint: str | None = None
+    # Where node 0's driver found itself among the nodes (not the parallel layout: each plan has that).
+    topology: Placement | None = None
     configs: list[RecordedPlan] = []
     deviations: dict[str, list[str]] = {}
     notes: list[str] = []
-    timings: dict[str, dict[str, Any]] = {}
-    sessions: list[dict[str, Any]] = []
+    timings: dict[str, Timing] = {}
+    sessions: list[Session] = []
     pins: dict[str, str] | None = None
+    # The manifest `titanbench env --json` writes: read by the report, key by key, as it finds it.
+    environment: dict[str, Any] | None = None
 
 
 class NodeTransport(_Record):
@@ -105,28 +131,35 @@ class NodeTransport(_Record):
 class ConfigResult(_Record):
     """<model>/<config>/result.json: one config's verdict."""
 
-    status: Literal[STATUSES]  # type: ignore[valid-type]
+    status: Status
     reason: str = ""
+    model: str | None = None
+    config: str | None = None
+    steps: int | None = None
+    fingerprint: str | None = None
     attempt: int = Field(default=0, ge=0)
     log: str | None = None
     previous_logs: list[str] = []
     evidence_checked: bool | None = None
     returncode: int | None = None
+    # What result.json files not written by titanbench may call the return code.
+    exit_code: int | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    duration_s: float | None = None
     last_step: int | None = None
+    last_tps: float | None = None
     log_tail: list[str] = []
     nodes: dict[str, str] = {}
     # Multi-node GPU configs: per node rank whose log node 0 read.
     transport: dict[str, NodeTransport] = {}
 
 
-def _validated(path: Path, model: type[_Record], data: dict[str, Any]) -> dict[str, Any]:
-    try:
-        return model.model_validate(data).model_dump(exclude_unset=True)
-    except ValidationError as error:
-        raise TitanbenchError(f"{path}: {describe_error(error)}") from None
+Record = TypeVar("Record", bound=_Record)
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
+def _read(path: Path, model: type[Record]) -> Record | None:
+    """The record at `path` checked against `model` (a bad field is one error line naming it), or None."""
     if not path.is_file():
         return None
     try:
@@ -135,37 +168,37 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         raise TitanbenchError(f"{path}: unreadable JSON: {error}") from None
     if not isinstance(data, dict):
         raise TitanbenchError(f"{path}: expected a JSON object")
-    return data
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        raise TitanbenchError(f"{path}: {describe_error(error)}") from None
 
 
-def read_run(run_dir: Path) -> dict[str, Any] | None:
-    """run.json checked against `RunRecord` (a bad field is one error line naming it), or None."""
-    path = run_dir / RUN_FILE
-    data = _read_json(path)
-    return None if data is None else _validated(path, RunRecord, data)
+def _write(path: Path, record: _Record) -> None:
+    # Only what the writer set (or a reader found): the file keeps the keys it was given.
+    write_json(path, record.model_dump(mode="json", exclude_unset=True))
 
 
-def write_run(run_dir: Path, data: dict[str, Any]) -> None:
-    path = run_dir / RUN_FILE
-    write_json(path, _validated(path, RunRecord, data))
+def read_run(run_dir: Path) -> RunRecord | None:
+    """run.json, or None."""
+    return _read(run_dir / RUN_FILE, RunRecord)
 
 
-def read_result(run_dir: Path, model: str, config: str) -> dict[str, Any] | None:
-    """result.json checked against `ConfigResult`, or None."""
-    path = config_dir(run_dir, model, config) / RESULT_FILE
-    data = _read_json(path)
-    return None if data is None else _validated(path, ConfigResult, data)
+def write_run(run_dir: Path, record: RunRecord) -> None:
+    _write(run_dir / RUN_FILE, record)
 
 
-def write_result(run_dir: Path, model: str, config: str, result: dict[str, Any]) -> None:
+def read_result(run_dir: Path, model: str, config: str) -> ConfigResult | None:
+    """result.json, or None."""
+    return _read(config_dir(run_dir, model, config) / RESULT_FILE, ConfigResult)
+
+
+def write_result(run_dir: Path, model: str, config: str, result: ConfigResult) -> None:
     """Write a config's result; refuses to replace an `ok` one (finished results are never lost)."""
-    if result.get("status") not in STATUSES:
-        raise ValueError(f"unknown status {result.get('status')!r}")
-    path = config_dir(run_dir, model, config) / RESULT_FILE
     previous = read_result(run_dir, model, config)
-    if previous and previous.get("status") == "ok":
+    if previous and previous.status == "ok":
         raise TitanbenchError(f"{model}/{config} already finished ok in {run_dir}: not overwriting it")
-    write_json(path, _validated(path, ConfigResult, result))
+    _write(config_dir(run_dir, model, config) / RESULT_FILE, result)
 
 
 def config_folders(run_dir: Path) -> list[tuple[str, str]]:

@@ -10,7 +10,7 @@ import math
 import os
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -23,7 +23,7 @@ from titanbench.errors import TitanbenchError
 from titanbench.launch import Limits, Outcome, Progress, Stop, launch
 from titanbench.logparse import LogScan, Transport, evidence_problems, scan_file, transport_problems
 from titanbench.nodes import Explicit, Placement, discover_placement
-from titanbench.options import locations_from, overrides_from, resolve_device
+from titanbench.options import RunOptions, locations_from, overrides_from, resolve_device
 from titanbench.pins import stack_pins
 from titanbench.plan import (
     ConfigPlan,
@@ -37,8 +37,6 @@ from titanbench.redact import known_secrets, redact_env
 from titanbench.spec import resolve_models
 from titanbench.stats import summarize
 
-# Matrix options recorded in run.json that hold paths (JSON keeps them as strings).
-PATH_OPTIONS = ("torchtitan_dir", "results", "cache_dir", "dataset_path")
 # Statuses that end a config for good: never rerun on --resume, never make the exit status non-zero.
 DONE = ("ok", "skipped")
 
@@ -47,7 +45,7 @@ DONE = ("ok", "skipped")
 class Request:
     """Everything `titanbench run` was asked, as given on this node."""
 
-    options: dict[str, Any]  # the matrix options (see titanbench.options) plus `only`
+    options: RunOptions
     given: frozenset[str]  # the options set on the command line or through the environment
     run_id: str | None
     resume: Path | None
@@ -55,6 +53,30 @@ class Request:
     coord_port: int | None
     join_timeout: float
     limits: Limits
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """What a config's result.json says of an attempt before torchrun ends; its verdict comes after."""
+
+    model: str
+    config: str
+    steps: int
+    attempt: int
+    log: str
+    previous_logs: list[str]
+    evidence_checked: bool
+    fingerprint: str
+
+    def result(
+        self, status: str, reason: str, outcome: Outcome | None = None, nodes: dict[str, str] | None = None
+    ) -> results.ConfigResult:
+        """The result.json of this attempt; whatever torchrun's outcome holds besides its verdict is kept."""
+        ended = {k: v for k, v in outcome.to_dict().items() if k not in ("status", "reason")} if outcome else {}
+        heard = {} if nodes is None else {"nodes": nodes}
+        return results.ConfigResult.model_validate(
+            {**asdict(self), "status": status, "reason": reason, **ended, **heard}
+        )
 
 
 def config_key(plan: ConfigPlan) -> str:
@@ -65,79 +87,59 @@ def _say(out: TextIO, message: str) -> None:
     click.echo(message, file=out)
 
 
-def _to_json(options: dict[str, Any]) -> dict[str, Any]:
-    return {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v) for k, v in options.items()}
-
-
-def _absolute(options: dict[str, Any]) -> dict[str, Any]:
-    """Paths made absolute (a spec file's too), so that run.json means the same from any directory."""
-    absolute = {k: Path(v).resolve() if k in PATH_OPTIONS and v is not None else v for k, v in options.items()}
-    if Path(options["model"]).is_file():
-        absolute["model"] = str(Path(options["model"]).resolve())
-    return absolute
-
-
-def _from_json(recorded: dict[str, Any]) -> dict[str, Any]:
-    options = dict(recorded)
-    for key in PATH_OPTIONS:
-        if options.get(key) is not None:
-            options[key] = Path(options[key])
-    options["only"] = tuple(options.get("only") or ())
-    return options
-
-
 def _shown(value: Any) -> str:
     return "none" if value is None else repr(value)
 
 
-def _resumed_options(run_dir: Path, options: dict[str, Any], given: frozenset[str]) -> dict[str, Any] | None:
+def _resumed_options(run_dir: Path, options: RunOptions, given: frozenset[str]) -> RunOptions | None:
     """The recorded options of the run being resumed (None: no run.json here); options given again must agree."""
     recorded_run = results.read_run(run_dir)
     if recorded_run is None:
         return None
-    if not isinstance(recorded_run.get("request"), dict):
+    recorded = recorded_run.request
+    if recorded is None:
         raise TitanbenchError(f"--resume {run_dir}: its {results.RUN_FILE} records no request: it cannot be resumed")
-    recorded = _from_json(recorded_run["request"])
-    fresh, before = _to_json(options), _to_json(recorded)
+    # Compared and shown as run.json has them: paths as strings, --only as a list.
+    fresh, before = options.model_dump(mode="json"), recorded.model_dump(mode="json")
     disagree = [
         f"--{name.replace('_', '-')} {_shown(fresh[name])} (the run has {_shown(before[name])})"
         for name in sorted(given)
-        if name in before and fresh[name] != before[name]
+        if fresh[name] != before[name]
     ]
     if disagree:
         raise TitanbenchError(f"--resume {run_dir}: options disagree with the recorded run: " + "; ".join(disagree))
     return recorded
 
 
-def _plan_nodes(options: dict[str, Any]) -> int:
-    specs = resolve_models(options["model"])
+def _plan_nodes(options: RunOptions) -> int:
+    specs = resolve_models(options.model)
     overrides = overrides_from(options)
-    device = resolve_device(options["device"], specs)
-    counts = {spec.model: topology_for(spec, overrides, device)["nodes"] for spec in specs}
+    device = resolve_device(options.device, specs)
+    counts = {spec.model: topology_for(spec, overrides, device).nodes for spec in specs}
     if len(set(counts.values())) > 1:
         listed = ", ".join(f"{model} {nodes}" for model, nodes in counts.items())
         raise TitanbenchError(f"the models need different node counts ({listed}): pick one --model, or set --nodes")
     return next(iter(counts.values()))
 
 
-def _plans(options: dict[str, Any], topology: Placement, run_dir: Path) -> list[ConfigPlan]:
-    locations = locations_from({**options, "results": run_dir.parent}, run_dir.name)
-    specs = resolve_models(options["model"])
+def _plans(options: RunOptions, placement: Placement, run_dir: Path) -> list[ConfigPlan]:
+    locations = locations_from(options.model_copy(update={"results": run_dir.parent}), run_dir.name)
+    specs = resolve_models(options.model)
     return build_plan(
         specs,
         overrides_from(options),
-        Rendezvous(topology.node_rank, topology.master_addr, topology.master_port),
+        Rendezvous(placement.node_rank, placement.master_addr, placement.master_port),
         locations,
-        trainer=options["trainer"],
-        device=resolve_device(options["device"], specs),
-        only=options["only"],
+        trainer=options.trainer,
+        device=resolve_device(options.device, specs),
+        only=options.only,
     )
 
 
 def node_transports(plan: ConfigPlan, run_dir: Path, log: LogScan) -> dict[int, Transport]:
     """The NCCL network of each node whose log node 0 can read (all of them on shared results storage)."""
     transports = {0: log.transport()}
-    for rank in range(1, plan.topology["nodes"]):
+    for rank in range(1, plan.topology.nodes):
         path = results.log_path(run_dir, plan.model, plan.config, rank)
         if path.is_file():
             transports[rank] = scan_file(path).transport()
@@ -204,7 +206,7 @@ class Driver:
 
     def _run(self) -> int:
         request = self.request
-        options = _absolute(request.options)
+        options = request.options.absolute()
         recorded = None
         if request.resume:
             recorded = _resumed_options(request.resume.resolve(), options, request.given)
@@ -248,22 +250,22 @@ class Driver:
                 raise
             return self._signal_exit(error.message)
 
-    def _run_dir(self, options: dict[str, Any], run_id: str | None) -> Path:
+    def _run_dir(self, options: RunOptions, run_id: str | None) -> Path:
         if self.request.resume:
             return self.request.resume.resolve()
         run_id = run_id or run_id_now()
-        return Path(options["results"]).resolve() / run_id
+        return options.results.resolve() / run_id
 
-    def _prepare(self, options: dict[str, Any], topology: Placement, run_dir: Path):
-        if not Path(options["torchtitan_dir"]).is_dir():
-            raise TitanbenchError(f"--torchtitan-dir {options['torchtitan_dir']}: no such directory")
+    def _prepare(self, options: RunOptions, topology: Placement, run_dir: Path):
+        if not options.torchtitan_dir.is_dir():
+            raise TitanbenchError(f"--torchtitan-dir {options.torchtitan_dir}: no such directory")
         plans = _plans(options, topology, run_dir)
-        notes = check_with_torchtitan(plans, options["torchtitan_dir"], launching=True)
+        notes = check_with_torchtitan(plans, options.torchtitan_dir, launching=True)
         for note in notes:
             _say(self.out, f"note: {note}")
         return plans, matrix_fingerprint(plans), notes
 
-    def _lead(self, options: dict[str, Any], topology: Placement, coordinator) -> int:
+    def _lead(self, options: RunOptions, topology: Placement, coordinator) -> int:
         run_dir = self._run_dir(options, self.request.run_id)
         if self.request.resume and not run_dir.is_dir():
             raise TitanbenchError(f"--resume {self.request.resume}: no such run directory")
@@ -277,7 +279,7 @@ class Driver:
             coordinator.publish_run(run_dir.name, fingerprint, self._stopped)
         return leader.loop()
 
-    def _follow(self, options: dict[str, Any], topology: Placement, coordinator) -> int:
+    def _follow(self, options: RunOptions, topology: Placement, coordinator) -> int:
         """Follow node 0 to the end; whatever ends this driver, node 0 is told why (so it never waits for us)."""
         why = "its driver crashed"
         try:
@@ -292,7 +294,7 @@ class Driver:
         finally:
             coordinator.leave(why)
 
-    def _follow_matrix(self, options: dict[str, Any], topology: Placement, coordinator) -> int:
+    def _follow_matrix(self, options: RunOptions, topology: Placement, coordinator) -> int:
         leader_id = coordinator.run_id(self._stopped)
         if self.request.run_id and self.request.run_id != leader_id:
             raise TitanbenchError(f"--run-id {self.request.run_id} differs from node 0's run id {leader_id}")
@@ -347,7 +349,7 @@ class Leader:
         topology: Placement,
         run_dir: Path,
         plans: list[ConfigPlan],
-        options: dict[str, Any],
+        options: RunOptions,
         fingerprint: str,
         notes: list[str],
     ) -> None:
@@ -359,36 +361,36 @@ class Leader:
         self.options = options
         self.fingerprint = fingerprint
         self.notes = notes
-        recorded = results.read_run(run_dir) or {}
-        if recorded and recorded.get("fingerprint") != fingerprint:
+        recorded = results.read_run(run_dir)
+        if recorded is not None and recorded.fingerprint != fingerprint:
             raise TitanbenchError(
                 f"--resume {run_dir}: the plan rebuilt from {results.RUN_FILE} has fingerprint {fingerprint}, the "
-                f"run has {recorded.get('fingerprint')}: the specs or titanbench changed since; start a new run"
+                f"run has {recorded.fingerprint}: the specs or titanbench changed since; start a new run"
             )
-        self.run = {
-            "titanbench_version": __version__,
-            "run_id": run_dir.name,
-            "created_at": recorded.get("created_at", utc_now()),
-            "status": "running",
-            "request": _to_json(options),
-            "fingerprint": fingerprint,
-            "topology": topology.to_dict(),
-            "configs": [{**p.to_dict(), "env": redact_env(p.env)} for p in plans],
-            "deviations": {config_key(p): p.deviations for p in plans},
-            "notes": notes,
-            "timings": recorded.get("timings", {}),
-            "sessions": [*recorded.get("sessions", []), {"started_at": utc_now(), "node_rank": 0}],
-            "pins": stack_pins(),
-            "environment": _manifest(options["torchtitan_dir"]),
-        }
+        self.run = results.RunRecord(
+            titanbench_version=__version__,
+            run_id=run_dir.name,
+            created_at=recorded.created_at if recorded and recorded.created_at else utc_now(),
+            status="running",
+            request=options,
+            fingerprint=fingerprint,
+            topology=topology,
+            configs=[results.RecordedPlan.model_validate({**p.to_dict(), "env": redact_env(p.env)}) for p in plans],
+            deviations={config_key(p): p.deviations for p in plans},
+            notes=notes,
+            timings=recorded.timings if recorded else {},
+            sessions=[*(recorded.sessions if recorded else []), results.Session(started_at=utc_now(), node_rank=0)],
+            pins=stack_pins(),
+            environment=_manifest(options.torchtitan_dir),
+        )
 
     def _write_run(self) -> None:
-        self.run["updated_at"] = utc_now()
+        self.run.updated_at = utc_now()
         results.write_run(self.run_dir, self.run)
 
-    def _status(self, plan: ConfigPlan) -> str | None:
+    def _status(self, plan: ConfigPlan) -> results.Status | None:
         result = results.read_result(self.run_dir, plan.model, plan.config)
-        return result.get("status") if result else None
+        return result.status if result else None
 
     def loop(self) -> int:
         driver = self.driver
@@ -418,8 +420,10 @@ class Leader:
         if self.coordinator is not None:
             self.coordinator.announce({"done": f"stopped: {stopped}" if stopped else "matrix finished", "exit": code})
             self.coordinator.close(driver._stopped)
-        self.run["status"] = "interrupted" if stopped else "finished"
-        self.run["sessions"][-1].update({"finished_at": utc_now(), **({"stopped": stopped} if stopped else {})})
+        self.run.status = "interrupted" if stopped else "finished"
+        self.run.sessions[-1].finished_at = utc_now()
+        if stopped:
+            self.run.sessions[-1].stopped = stopped
         self._write_run()
         self._report()
         if stopped:
@@ -431,26 +435,27 @@ class Leader:
     def _record_write_failure(self, error: OSError) -> None:
         """Best effort: run.json should not keep saying `running` (with a full disk this write may fail too,
         and then the last good run.json stays, whole)."""
-        self.run["status"] = "interrupted"
-        self.run["sessions"][-1].update({"finished_at": utc_now(), "stopped": f"cannot write: {error}"})
+        self.run.status = "interrupted"
+        self.run.sessions[-1].finished_at = utc_now()
+        self.run.sessions[-1].stopped = f"cannot write: {error}"
         with contextlib.suppress(OSError):
             self._write_run()
 
     def _skip(self, plan: ConfigPlan) -> None:
         """A config that cannot run on this device: recorded as `skipped` with why, never launched."""
-        previous = results.read_result(self.run_dir, plan.model, plan.config) or {}
-        record = {
-            "model": plan.model,
-            "config": plan.config,
-            "steps": plan.steps,
-            "attempt": int(previous.get("attempt", 0)),
-            "status": "skipped",
-            "reason": f"not run on {plan.device}: {plan.skip_reason}",
-            "evidence_checked": False,
-            "fingerprint": plan.fingerprint,
-        }
+        previous = results.read_result(self.run_dir, plan.model, plan.config)
+        record = results.ConfigResult(
+            model=plan.model,
+            config=plan.config,
+            steps=plan.steps,
+            attempt=previous.attempt if previous else 0,
+            status="skipped",
+            reason=f"not run on {plan.device}: {plan.skip_reason}",
+            evidence_checked=False,
+            fingerprint=plan.fingerprint,
+        )
         results.write_result(self.run_dir, plan.model, plan.config, record)
-        _say(self.driver.out, f"{config_key(plan)}: skipped: {record['reason']}")
+        _say(self.driver.out, f"{config_key(plan)}: skipped: {record.reason}")
 
     def _run_one(self, plan: ConfigPlan, index: int, total: int) -> str:
         """Run one config on every node and write its result; returns why the matrix must stop ("": go on)."""
@@ -460,17 +465,17 @@ class Leader:
             self.coordinator.announce({"config": key, "index": index, "total": total})
         log = results.log_path(self.run_dir, plan.model, plan.config)
         results.archive_log(log)
-        previous = results.read_result(self.run_dir, plan.model, plan.config) or {}
-        record = {
-            "model": plan.model,
-            "config": plan.config,
-            "steps": plan.steps,
-            "attempt": int(previous.get("attempt", 0)) + 1,
-            "log": log.name,
-            "previous_logs": results.previous_attempts(log),
-            "evidence_checked": plan.checks_torchtitan,
-            "fingerprint": plan.fingerprint,
-        }
+        previous = results.read_result(self.run_dir, plan.model, plan.config)
+        attempt = Attempt(
+            model=plan.model,
+            config=plan.config,
+            steps=plan.steps,
+            attempt=(previous.attempt if previous else 0) + 1,
+            log=log.name,
+            previous_logs=results.previous_attempts(log),
+            evidence_checked=plan.checks_torchtitan,
+            fingerprint=plan.fingerprint,
+        )
         progress = Progress(driver.out, index, total, key, plan.steps)
         outcome = launch(
             plan,
@@ -479,7 +484,7 @@ class Leader:
             driver.stop,
             progress,
             secrets=driver.secrets,
-            on_stop=lambda signum: self._mark_interrupted(record, signum),
+            on_stop=lambda signum: self._mark_interrupted(attempt, signum),
         )
         nodes = self.coordinator.collect(driver._stopped) if self.coordinator is not None else {}
         scan = scan_file(log)
@@ -492,30 +497,34 @@ class Leader:
             status, reason = ("interrupted" if gone else "failed"), not_ok
         elif not_ok:
             reason = f"{reason}; {not_ok}"
-        result = {
-            **record,
-            "status": status,
-            "reason": reason,
-            **{k: v for k, v in outcome.to_dict().items() if k not in ("status", "reason")},
-            "nodes": {"0": outcome.status, **{str(rank): s for rank, s in nodes.items()}},
-            **({"transport": {str(r): t.to_dict() for r, t in transports.items()}} if plan.checks_transport else {}),
-        }
+        result = attempt.result(
+            status, reason, outcome, nodes={"0": outcome.status, **{str(rank): s for rank, s in nodes.items()}}
+        )
+        if plan.checks_transport:
+            result.transport = {
+                str(rank): results.NodeTransport(
+                    networks=list(t.networks), gpudirect=t.gpudirect, description=t.describe()
+                )
+                for rank, t in transports.items()
+            }
         results.write_result(self.run_dir, plan.model, plan.config, result)
-        self.run["timings"][key] = {
-            k: result[k] for k in ("status", "attempt", "started_at", "finished_at", "duration_s")
-        }
+        self.run.timings[key] = results.Timing(
+            status=result.status,
+            attempt=result.attempt,
+            started_at=result.started_at,
+            finished_at=result.finished_at,
+            duration_s=result.duration_s,
+        )
         self._write_run()
         # One verdict per config, after the log and the other nodes have been heard.
         progress.finish(status if status == "ok" else f"{status}: {reason}")
         return gone
 
-    def _mark_interrupted(self, record: dict[str, Any], signum: int) -> None:
+    def _mark_interrupted(self, attempt: "Attempt", signum: int) -> None:
         """On the first sight of a signal, before torchrun's grace period: a kill may come before it ends."""
-        reason = f"signal {signum}, stopping"
-        results.write_result(
-            self.run_dir, record["model"], record["config"], {**record, "status": "interrupted", "reason": reason}
-        )
-        self.run["status"] = "interrupted"
+        result = attempt.result("interrupted", f"signal {signum}, stopping")
+        results.write_result(self.run_dir, attempt.model, attempt.config, result)
+        self.run.status = "interrupted"
         self._write_run()
 
     def _report(self) -> None:

@@ -4,7 +4,7 @@ import shlex
 import click
 
 from titanbench.estimate import CostEstimate, config_line, estimate, matrix_summary, summary_lines
-from titanbench.options import locations_from, matrix_options, overrides_from, resolve_device
+from titanbench.options import RunOptions, locations_from, matrix_options, overrides_from, resolve_device
 from titanbench.plan import (
     DEFAULT_MASTER_PORT,
     ConfigPlan,
@@ -22,7 +22,7 @@ def _text(plan: ConfigPlan, cost: CostEstimate | None) -> str:
     units = "GPUs" if plan.device == "cuda" else "CPU processes"
     lines = [
         f"== {plan.model} / {plan.config}: {plan.tp_type} TP, {plan.quantization}, {plan.steps} steps, "
-        f"{topo['nodes']} x {topo['gpus_per_node']} {units}, FSDP {topo['fsdp']} x TP {topo['tp']}, {published}",
+        f"{topo.nodes} x {topo.gpus_per_node} {units}, FSDP {topo.fsdp} x TP {topo.tp}, {published}",
         *([f"skipped on {plan.device}: {plan.skip_reason}"] if plan.skip_reason else []),
         "deviations: " + ("; ".join(plan.deviations) if plan.deviations else "none"),
         "bundle flags:",
@@ -44,7 +44,7 @@ def _text(plan: ConfigPlan, cost: CostEstimate | None) -> str:
 @click.option("--run-id", default="RUN_ID", show_default=True, help="Run id the paths are shown for.")
 @click.option("--validate", is_flag=True, help="Require torchtitan's own ConfigManager to parse every config.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
-def plan(node_rank, master_addr, master_port, run_id, validate, fmt, **options):
+def plan(node_rank, master_addr, master_port, run_id, validate, fmt, **values):
     """Expand a matrix into the exact torchrun + torchtitan launch of every config.
 
     Shows the published flags, the flags the bundle adds (with reasons), the environment and
@@ -60,18 +60,19 @@ def plan(node_rank, master_addr, master_port, run_id, validate, fmt, **options):
       titanbench plan --model all --validate
       titanbench plan --model smoke --device cpu
     """
-    specs = resolve_models(options["model"])
+    options = RunOptions.from_click(values)
+    specs = resolve_models(options.model)
     plans = build_plan(
         specs,
         overrides_from(options),
         Rendezvous(node_rank, master_addr, master_port),
         locations_from(options, run_id),
-        trainer=options["trainer"],
-        device=resolve_device(options["device"], specs),
+        trainer=options.trainer,
+        device=resolve_device(options.device, specs),
     )
-    notes = check_with_torchtitan(plans, options["torchtitan_dir"], required=validate)
+    notes = check_with_torchtitan(plans, options.torchtitan_dir, required=validate)
     by_model = {spec.model: spec for spec in specs}
-    costs = [estimate(p, by_model[p.model], options["torchtitan_dir"]) for p in plans]
+    costs = [estimate(p, by_model[p.model], options.torchtitan_dir) for p in plans]
     summary = matrix_summary([c for c in costs if c is not None], plans)
     if fmt == "json":
         configs = [{**p.to_dict(), "estimate": c.to_dict() if c else None} for p, c in zip(plans, costs, strict=True)]

@@ -7,7 +7,7 @@ from titanbench.coordinate import DEFAULT_JOIN_TIMEOUT
 from titanbench.errors import TitanbenchError
 from titanbench.launch import DEFAULT_GRACE_SECONDS, Limits
 from titanbench.nodes import Explicit
-from titanbench.options import matrix_options
+from titanbench.options import RunOptions, matrix_options
 
 SECONDS = click.FloatRange(min=0, min_open=True)
 # One path component that cannot climb out of the results directory or name it: no `/`, not `.`/`..`.
@@ -102,7 +102,7 @@ def run(
     explicit_sources = (click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.ENVIRONMENT)
     given = {name for name in [*options, "only"] if ctx.get_parameter_source(name) in explicit_sources}
     request = Request(
-        options={**options, "only": tuple(only)},
+        options=RunOptions.from_click({**options, "only": only}),
         given=frozenset(given),
         run_id=run_id,
         resume=resume,

@@ -1,0 +1,160 @@
+"""The report's document: what `report.collect` builds from a run directory and `results.json` holds.
+
+The markdown, the charts and `titanbench compare` read it through these types; `results.json` is its
+JSON form (a public contract: keys and values stay as they are), and validating that JSON gives the
+document back, so a report can be re-rendered later.
+"""
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from titanbench import intervals
+from titanbench.spec import Topology
+
+# A config's status when the run directory has no folder for it, or when its numbers cannot be read.
+MISSING = "missing"
+NO_DATA = "no data"
+# Where a model's topology comes from: the plans in run.json, else the spec's published one.
+TopologySource = Literal["run.json", "published"]
+
+
+class _Entry(BaseModel):
+    # results.json is a public document: exactly these keys, in this order.
+    model_config = ConfigDict(extra="forbid")
+
+
+class EvidenceEntry(_Entry):
+    """What the log itself says the config ran (`logparse.Evidence`)."""
+
+    async_tp: bool
+    float8_recipe: str | None
+
+
+class WindowEntry(_Entry):
+    """One logged metrics window (`stats.Summary.to_dict()`'s `windows`)."""
+
+    step: int
+    tps: float | None
+    loss: float | None
+    memory_gib: float | None
+    memory_pct: float | None
+    tflops: float | None
+    mfu: float | None
+    grad_norm: float | None
+
+
+class SummaryEntry(_Entry):
+    """A config's averaging (`stats.Summary.to_dict()`)."""
+
+    windows: list[WindowEntry]
+    used_steps: list[int]
+    avg_tps: float | None
+    median_tps: float | None
+    stdev_tps: float | None
+    n: int
+
+
+class IntervalEntry(_Entry):
+    """The batch-means estimate behind a 95% interval (`intervals.Estimate.to_dict()`)."""
+
+    method: str
+    se: float
+    # Whole batches minus one: kept an integer, as the estimate has it.
+    df: int | float
+    batches: int
+    batch_size: int
+
+
+class ConfigEntry(_Entry):
+    """One config of a model: its measured numbers next to the published one, and why any is missing."""
+
+    config: str
+    tp_type: str | None = None
+    quantization: str | None = None
+    status: str = MISSING
+    detail: str | None = None
+    measured_tps: float | None = None
+    # 95% interval of the average (titanbench.intervals); `interval` holds its batch-means estimate,
+    # `interval_note` why there is none.
+    measured_tps_ci95: list[float] | None = None
+    interval: IntervalEntry | None = None
+    interval_note: str | None = None
+    published_tps: float | None = None
+    ratio: float | None = None
+    speedup: float | None = None
+    speedup_unverified: bool | None = None
+    # Async configs only: 95% interval of the speedup, and whether it holds 1.00 (no significant speedup).
+    speedup_ci95: list[float] | None = None
+    speedup_interval_holds_1: bool | None = None
+    mfu: float | None = None
+    peak_memory_gib: float | None = None
+    planned: bool = False
+    deviations: list[str] | None = None
+    trainer: str | None = None
+    evidence_checked: bool | None = None
+    evidence: EvidenceEntry | None = None
+    summary: SummaryEntry | None = None
+
+    def estimate(self) -> intervals.Estimate | None:
+        """The batch-means estimate recorded for this config (None without an interval)."""
+        if self.measured_tps is None or self.interval is None:
+            return None
+        return intervals.Estimate(
+            mean=self.measured_tps,
+            se=self.interval.se,
+            df=self.interval.df,
+            n=self.summary.n if self.summary else 0,
+            batches=self.interval.batches,
+            batch_size=self.interval.batch_size,
+        )
+
+
+class EnvironmentRow(_Entry):
+    """This run's hardware next to the published; `differs` is None where it cannot tell."""
+
+    item: str
+    measured: str | int | float | None
+    published: str | int | float | None
+    differs: bool | None
+
+
+class ModelEntry(_Entry):
+    model: str
+    known: bool
+    heading: str
+    topology: Topology | None
+    topology_source: TopologySource | None
+    deviations_recorded: bool
+    environment: list[EnvironmentRow]
+    configs: list[ConfigEntry]
+
+
+class Averaging(_Entry):
+    warmup_steps: int
+    profile_freq: int | None
+    method: str
+    interval_method: str
+
+
+class PinCheck(_Entry):
+    """Installed vs pinned, for one component of the stack."""
+
+    component: str
+    pinned: str | None
+    installed: str | None
+    match: bool | None
+
+
+class ReportDocument(_Entry):
+    """What `results.json` holds."""
+
+    run_dir: str
+    published_source: str
+    averaging: Averaging
+    models: list[ModelEntry]
+    environment_recorded: bool
+    build_mode: str | None
+    pins: dict[str, str]
+    pins_source: str
+    pin_checks: list[PinCheck]
