@@ -113,6 +113,15 @@ MATRIX_OPTIONS = [
         show_envvar=True,
         help="Compile caches, one per config, kept across runs [default: RESULTS/cache].",
     ),
+    click.option(
+        "--trace-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        envvar=settings.TRACE_DIR,
+        show_envvar=True,
+        help="Where every rank writes its profiler traces (uncompressed JSON at each dump; large at scale, see "
+        "docs/clusters.md), as TRACE_DIR/RUN_ID/MODEL/CONFIG, e.g. a node-local disk "
+        "[default: the config's folder in the run, outputs/profile_traces].",
+    ),
 ]
 
 
@@ -189,4 +198,10 @@ def overrides_from(options: dict[str, Any]) -> Overrides:
 def locations_from(options: dict[str, Any], run_id: str) -> Locations:
     results = settings.results_root(given=Path(options["results"]))
     cache = settings.cache_root(results, given=Path(options["cache_dir"]) if options["cache_dir"] else None)
-    return Locations(run_dir=results / run_id, cache_root=cache, torchtitan_dir=options["torchtitan_dir"].resolve())
+    traces = options.get("trace_dir")  # absent from run.json files written before the option
+    return Locations(
+        run_dir=results / run_id,
+        cache_root=cache,
+        torchtitan_dir=options["torchtitan_dir"].resolve(),
+        trace_root=Path(traces).resolve() if traces else None,
+    )

@@ -38,7 +38,7 @@ from titanbench.spec import resolve_models
 from titanbench.stats import summarize
 
 # Matrix options recorded in run.json that hold paths (JSON keeps them as strings).
-PATH_OPTIONS = ("torchtitan_dir", "results", "cache_dir", "dataset_path")
+PATH_OPTIONS = ("torchtitan_dir", "results", "cache_dir", "dataset_path", "trace_dir")
 # Statuses that end a config for good: never rerun on --resume, never make the exit status non-zero.
 DONE = ("ok", "skipped")
 
