@@ -14,8 +14,7 @@ from k8s_schemas import default_runtime, jobset_job, trainjob_pod, validate_core
 from titanbench.commands.deploy import deploy
 from titanbench.commands.run import run
 from titanbench.container import image_reference
-from titanbench.deploy import target
-from titanbench.deploy import CONTAINER_COMPILE_CACHE, CONTAINER_HF_HOME, NODE_LOCAL_COMPILE_CACHE
+from titanbench.deploy import CONTAINER_COMPILE_CACHE, CONTAINER_HF_HOME, NODE_LOCAL_COMPILE_CACHE, target
 from titanbench.deploy.k8s import (
     COMPLETION_INDEX_ANNOTATION,
     MULTUS_ANNOTATION,
@@ -134,10 +133,9 @@ def test_host_network_is_refused_for_a_trainjob_whose_patches_cannot_set_it():
 @pytest.mark.parametrize("flavor", ["trainjob", "jobset"])
 def test_secondary_networks_node_selector_and_tolerations_reach_the_pods(flavor):
     networks = '[{"name": "roce-net", "interface": "net1"}]'
-    obj = render(
-        "llama3_8b", flavor, network_annotation=networks, node_selector=("nvidia.com/gpu.product=NVIDIA-H100-80GB-HBM3",),
-        tolerations=("nvidia.com/gpu:NoSchedule", "dedicated=bench:NoExecute", "spot"),
-    )  # fmt: skip
+    selector = ("nvidia.com/gpu.product=NVIDIA-H100-80GB-HBM3",)
+    tolerations = ("nvidia.com/gpu:NoSchedule", "dedicated=bench:NoExecute", "spot")
+    obj = render("llama3_8b", flavor, network_annotation=networks, node_selector=selector, tolerations=tolerations)
     validate(obj)
     assert pod_annotations(obj)[MULTUS_ANNOTATION] == networks
     spec = pod_spec(obj)
@@ -178,8 +176,12 @@ def test_the_trainjob_header_states_the_trainer_it_needs_and_the_tested_crd_has_
     header = [line for line in text.splitlines() if line.startswith("#")]
     assert any("spec.runtimePatches" in line for line in header)
     assert any("podTemplateOverrides" in line for line in header)
-    assert not any("runtimePatches" in line for line in invoke("--model", "8b", "--flavor", "jobset").output.splitlines())
-    crd = yaml.safe_load((Path(__file__).parent / "data" / "schemas" / "trainer.kubeflow.org_trainjobs.yaml").read_text())
+    assert not any(
+        "runtimePatches" in line for line in invoke("--model", "8b", "--flavor", "jobset").output.splitlines()
+    )
+    crd = yaml.safe_load(
+        (Path(__file__).parent / "data" / "schemas" / "trainer.kubeflow.org_trainjobs.yaml").read_text()
+    )
     fields = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
     assert "runtimePatches" in fields and "podTemplateOverrides" not in fields
 

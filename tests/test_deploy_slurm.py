@@ -303,7 +303,10 @@ def test_generated_script_runs_under_a_real_slurm(tmp_path):
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     # Prepended: a caller's PYTHONPATH (e.g. a worktree's package) must still win over the venv's install.
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "tests"), os.environ.get("PYTHONPATH")]))}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "tests"), os.environ.get("PYTHONPATH")])),
+    }
     submitted = subprocess.run(
         ["sbatch", "--parsable", "--wait", str(out)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
     )

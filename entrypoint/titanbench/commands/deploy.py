@@ -212,9 +212,7 @@ def slurm(model, nodes, image, sqsh, partition, account, time, no_container, ven
     help=f"Secondary networks through Multus: the pods' {MULTUS_ANNOTATION} annotation, e.g. roce-net or "
     "a JSON list (the default pod network carries no RoCE netdev).",
 )
-@click.option(
-    "--node-selector", multiple=True, metavar="KEY=VALUE", help="A node label the pods require (repeatable)."
-)
+@click.option("--node-selector", multiple=True, metavar="KEY=VALUE", help="A node label the pods require (repeatable).")
 @click.option(
     "--toleration",
     "tolerations",

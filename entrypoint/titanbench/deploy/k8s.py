@@ -126,7 +126,9 @@ def _node_selector(options: K8sOptions) -> dict[str, str]:
     for value in options.node_selector:
         key, equals, label = value.partition("=")
         if not equals or not _LABEL_KEY.fullmatch(key) or not _LABEL_VALUE.fullmatch(label):
-            raise TitanbenchError(f"--node-selector {value!r}: expected KEY=VALUE with a Kubernetes label key and value")
+            raise TitanbenchError(
+                f"--node-selector {value!r}: expected KEY=VALUE with a Kubernetes label key and value"
+            )
         selector[key] = label
     return selector
 
@@ -136,12 +138,18 @@ def _tolerations(options: K8sOptions) -> list[dict[str, str]]:
     for value in options.tolerations:
         taint, colon, effect = value.rpartition(":") if ":" in value else (value, "", "")
         key, equals, taint_value = taint.partition("=")
-        if not _LABEL_KEY.fullmatch(key) or not _LABEL_VALUE.fullmatch(taint_value) or (colon and effect not in TAINT_EFFECTS):
+        if (
+            not _LABEL_KEY.fullmatch(key)
+            or not _LABEL_VALUE.fullmatch(taint_value)
+            or (colon and effect not in TAINT_EFFECTS)
+        ):
             raise TitanbenchError(
                 f"--toleration {value!r}: expected KEY[=VALUE][:EFFECT], EFFECT one of {', '.join(TAINT_EFFECTS)}"
             )
         # KEY=VALUE matches that value only; a bare KEY tolerates the taint whatever its value.
-        toleration = {"key": key, "operator": "Equal", "value": taint_value} if equals else {"key": key, "operator": "Exists"}
+        toleration = (
+            {"key": key, "operator": "Equal", "value": taint_value} if equals else {"key": key, "operator": "Exists"}
+        )
         if effect:
             toleration["effect"] = effect
         tolerations.append(toleration)
@@ -278,6 +286,12 @@ def _jobset_pod_spec(container: dict[str, Any], options: K8sOptions) -> dict[str
     return spec | _scheduling(options)
 
 
+def _jobset_pod_template(container: dict[str, Any], options: K8sOptions) -> dict[str, Any]:
+    annotations = _pod_annotations(options)
+    template: dict[str, Any] = {"metadata": {"annotations": annotations}} if annotations else {}
+    return template | {"spec": _jobset_pod_spec(container, options)}
+
+
 def jobset(target: Target, options: K8sOptions) -> dict[str, Any]:
     name = job_name(target)
     container = {
@@ -304,11 +318,8 @@ def jobset(target: Target, options: K8sOptions) -> dict[str, Any]:
         "completionMode": "Indexed",
         # One node failing fails the run: torchrun's static rendezvous cannot take a replacement.
         "backoffLimit": 0,
-        "template": {"spec": _jobset_pod_spec(container, options)},
+        "template": _jobset_pod_template(container, options),
     }
-    annotations = _pod_annotations(options)
-    if annotations:
-        job["template"] = {"metadata": {"annotations": annotations}, **job["template"]}
     return {
         "apiVersion": JOBSET_API,
         "kind": "JobSet",
