@@ -81,7 +81,9 @@ def trainjob_pod(trainjob: dict[str, Any], runtime: dict[str, Any]) -> dict[str,
     `trainer` on the trainer container (named `node` in the torch runtimes), then `runtimePatches`."""
     spec = trainjob["spec"]
     runtime_job = runtime["spec"]["template"]["spec"]["replicatedJobs"][0]
-    pod_spec = copy.deepcopy(runtime_job["template"]["spec"]["template"]["spec"])
+    pod_template = runtime_job["template"]["spec"]["template"]
+    pod_spec = copy.deepcopy(pod_template["spec"])
+    annotations = dict(pod_template.get("metadata", {}).get("annotations", {}))
     trainer = spec["trainer"]
     for container in pod_spec["containers"]:
         if container["name"] == "node":
@@ -91,16 +93,19 @@ def trainjob_pod(trainjob: dict[str, Any], runtime: dict[str, Any]) -> dict[str,
         for job_patch in patch["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"]:
             if job_patch["name"] != runtime_job["name"]:
                 continue
-            pod_patch = job_patch["template"]["spec"]["template"]["spec"]
+            template_patch = job_patch["template"]["spec"]["template"]
+            annotations.update(template_patch.get("metadata", {}).get("annotations", {}))
+            pod_patch = template_patch["spec"]
             pod_spec["containers"] = _merge_named(pod_spec["containers"], pod_patch.get("containers", []))
             pod_spec["volumes"] = _merge_named(pod_spec.get("volumes", []), pod_patch.get("volumes", []))
+            if "nodeSelector" in pod_patch:
+                pod_spec["nodeSelector"] = {**pod_spec.get("nodeSelector", {}), **pod_patch["nodeSelector"]}
+            pod_spec["tolerations"] = pod_spec.get("tolerations", []) + pod_patch.get("tolerations", [])
     pod_spec["restartPolicy"] = "Never"
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": f"{trainjob['metadata']['name']}-node-0-0"},
-        "spec": pod_spec,
-    }
+    metadata: dict[str, Any] = {"name": f"{trainjob['metadata']['name']}-node-0-0"}
+    if annotations:
+        metadata["annotations"] = annotations
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": pod_spec}
 
 
 def default_runtime() -> dict[str, Any]:

@@ -155,6 +155,55 @@ def test_staged_c4_loads_the_way_torchtitan_reads_dataset_path(hub, tmp_path):
     assert done.stdout.strip() == str(sorted(f"text of {staging.C4_TRAIN_SHARD.format(i)}" for i in range(2)))
 
 
+def c4_shard_of(name: str, documents: int) -> bytes:
+    lines = [json.dumps({"text": f"{name} #{i}", "timestamp": "t", "url": "u"}) for i in range(documents)]
+    return gzip.compress("\n".join(lines).encode() + b"\n", mtime=0)
+
+
+@pytest.mark.torchtitan
+@pytest.mark.parametrize(("shards", "own_files"), [(4, True), (3, False)])
+def test_staged_c4_splits_by_file_only_when_the_shard_count_is_a_multiple_of_dp(hub, tmp_path, shards, own_files):
+    """What `assets c4` and the docs say, checked with the function torchtitan calls at the pin."""
+    pytest.importorskip("datasets")
+    for name in staging.c4_files(shards):
+        hub.files[f"datasets/{staging.C4_REPO}/{name}"] = c4_shard_of(name, 2)
+    staged = run_cli(["assets", "c4", "--dest", "c4", "--shards", str(shards)], hub, tmp_path)
+    assert staged.returncode == 0, staged.stderr
+    code = (
+        "import json, sys; from datasets import load_dataset; from datasets.distributed import split_dataset_by_node;"
+        "ds = load_dataset(sys.argv[1], name='en', split='train', streaming=True);"
+        "print(json.dumps([[row['text'].split(' #')[0] for row in split_dataset_by_node(ds, r, 2)] for r in (0, 1)]))"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf-home")}
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "c4")], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    per_rank = [set(files) for files in json.loads(done.stdout)]
+    assert sum(map(len, per_rank)) == shards if own_files else all(len(files) == shards for files in per_rank)
+
+
+def test_the_default_shard_count_splits_evenly_for_every_published_model():
+    degrees = staging.published_dp_degrees()
+    assert set(degrees) == {"llama3_8b", "llama3_70b"} and all(d > 1 for d in degrees.values())
+    assert staging.uneven_degrees(staging.default_c4_shards(), degrees) == {}
+    assert staging.default_c4_shards() == min(n for n in range(1, 1025) if not staging.uneven_degrees(n, degrees))
+    help_text = CliRunner().invoke(main, ["assets", "c4", "--help"]).output
+    assert "multiple of the data-parallel degree" in " ".join(help_text.split())
+
+
+def test_an_uneven_shard_count_is_staged_with_a_note(hub, tmp_path):
+    for name in staging.c4_files(staging.default_c4_shards()):
+        hub.files[f"datasets/{staging.C4_REPO}/{name}"] = c4_shard(name)
+    result = run_cli(["assets", "c4", "--dest", "c4", "--shards", "12"], hub, tmp_path)
+    assert result.returncode == 0, result.stderr
+    # 12 = 8 x 1.5 and 32 x 0.375: neither published degree divides it.
+    assert "12 shard(s) is not a multiple of the published data-parallel degree (llama3_70b 32, llama3_8b 8)" in (
+        result.stderr
+    )
+    assert f"--shards {staging.default_c4_shards()}" in result.stderr
+    even = run_cli(["assets", "c4", "--dest", "c4", "--shards", str(staging.default_c4_shards())], hub, tmp_path)
+    assert even.returncode == 0 and "note:" not in even.stderr
+
+
 def test_verify_rejects_a_file_that_is_not_tiktoken(tmp_path):
     path = tmp_path / "tokenizer.model"
     path.write_text("this is not base64 and no rank\n")

@@ -3,6 +3,7 @@ node rank each pod finds in the environment its controller injects."""
 
 import copy
 import re
+from pathlib import Path
 
 import jsonschema
 import pytest
@@ -13,9 +14,10 @@ from k8s_schemas import default_runtime, jobset_job, trainjob_pod, validate_core
 from titanbench.commands.deploy import deploy
 from titanbench.commands.run import run
 from titanbench.container import image_reference
-from titanbench.deploy import target
+from titanbench.deploy import CONTAINER_COMPILE_CACHE, CONTAINER_HF_HOME, NODE_LOCAL_COMPILE_CACHE, target
 from titanbench.deploy.k8s import (
     COMPLETION_INDEX_ANNOTATION,
+    MULTUS_ANNOTATION,
     RUNTIME_CONTAINER,
     RUNTIME_JOB,
     TORCH_RUNTIME,
@@ -38,6 +40,17 @@ def pod_spec(obj: dict) -> dict:
     if obj["kind"] == "JobSet":
         return jobset_job(obj)["spec"]["template"]["spec"]
     return trainjob_pod(obj, default_runtime())["spec"]
+
+
+def pod_annotations(obj: dict) -> dict:
+    if obj["kind"] == "JobSet":
+        return jobset_job(obj)["spec"]["template"].get("metadata", {}).get("annotations", {})
+    return trainjob_pod(obj, default_runtime())["metadata"].get("annotations", {})
+
+
+def validate(obj: dict) -> None:
+    validate_custom(obj)
+    validate_core(jobset_job(obj) if obj["kind"] == "JobSet" else trainjob_pod(obj, default_runtime()))
 
 
 def main_container(obj: dict) -> dict:
@@ -102,6 +115,75 @@ def test_hf_token_comes_from_a_secret_and_no_secret_is_a_literal(flavor, monkeyp
     assert env["HF_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "my-hf"
     assert "value" not in env["HF_TOKEN"]
     assert "hf_secretvalue123" not in yaml.safe_dump(obj)
+
+
+def test_host_network_puts_jobset_pods_on_the_host_with_cluster_dns():
+    obj = render("llama3_70b", "jobset", host_network=True, rdma_resource="rdma/rdma_shared_device_a=1")
+    validate(obj)
+    assert (pod_spec(obj)["hostNetwork"], pod_spec(obj)["dnsPolicy"]) == (True, "ClusterFirstWithHostNet")
+    assert "hostNetwork" not in pod_spec(render("llama3_70b", "jobset"))
+
+
+def test_host_network_is_refused_for_a_trainjob_whose_patches_cannot_set_it():
+    result = invoke("--model", "8b", "--flavor", "trainjob", "--image", IMAGE, "--host-network")
+    assert result.exit_code == 1 and "--host-network needs --flavor jobset" in result.output
+    assert "kind:" not in result.output
+
+
+@pytest.mark.parametrize("flavor", ["trainjob", "jobset"])
+def test_secondary_networks_node_selector_and_tolerations_reach_the_pods(flavor):
+    networks = '[{"name": "roce-net", "interface": "net1"}]'
+    selector = ("nvidia.com/gpu.product=NVIDIA-H100-80GB-HBM3",)
+    tolerations = ("nvidia.com/gpu:NoSchedule", "dedicated=bench:NoExecute", "spot")
+    obj = render("llama3_8b", flavor, network_annotation=networks, node_selector=selector, tolerations=tolerations)
+    validate(obj)
+    assert pod_annotations(obj)[MULTUS_ANNOTATION] == networks
+    spec = pod_spec(obj)
+    assert spec["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
+    assert spec["tolerations"][-3:] == [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
+        {"key": "dedicated", "operator": "Equal", "value": "bench", "effect": "NoExecute"},
+        {"key": "spot", "operator": "Exists"},
+    ]
+    plain = render("llama3_8b", flavor)
+    assert MULTUS_ANNOTATION not in pod_annotations(plain) and "nodeSelector" not in pod_spec(plain)
+
+
+@pytest.mark.parametrize("flavor", ["trainjob", "jobset"])
+def test_extra_extended_resources_are_requested_and_limited(flavor):
+    obj = render("llama3_8b", flavor, rdma_resource="rdma/ib", resources=("example.com/vf=2",))
+    validate(obj)
+    resources = main_container(obj)["resources"]
+    assert resources["limits"] == resources["requests"] == {"nvidia.com/gpu": 8, "rdma/ib": 1, "example.com/vf": 2}
+
+
+@pytest.mark.parametrize("flavor", ["trainjob", "jobset"])
+def test_caches_are_named_hf_on_the_claim_compile_per_node_unless_shared(flavor):
+    container = main_container(render("llama3_8b", flavor))
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["HF_HOME"] == CONTAINER_HF_HOME
+    mounts = {m["mountPath"] for m in container["volumeMounts"]}
+    assert any(CONTAINER_HF_HOME.startswith(path + "/") for path in mounts)  # on the shared claim
+    command = container["command"]
+    assert command[command.index("--cache-dir") + 1] == NODE_LOCAL_COMPILE_CACHE
+    assert not any(NODE_LOCAL_COMPILE_CACHE.startswith(path + "/") for path in mounts)  # not on the claim
+    shared = main_container(render("llama3_8b", flavor, compile_cache="shared"))["command"]
+    assert shared[shared.index("--cache-dir") + 1] == CONTAINER_COMPILE_CACHE
+
+
+def test_the_trainjob_header_states_the_trainer_it_needs_and_the_tested_crd_has_it():
+    text = invoke("--model", "8b", "--flavor", "trainjob", "--image", IMAGE).output
+    header = [line for line in text.splitlines() if line.startswith("#")]
+    assert any("spec.runtimePatches" in line for line in header)
+    assert any("podTemplateOverrides" in line for line in header)
+    assert not any(
+        "runtimePatches" in line for line in invoke("--model", "8b", "--flavor", "jobset").output.splitlines()
+    )
+    crd = yaml.safe_load(
+        (Path(__file__).parent / "data" / "schemas" / "trainer.kubeflow.org_trainjobs.yaml").read_text()
+    )
+    fields = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+    assert "runtimePatches" in fields and "podTemplateOverrides" not in fields
 
 
 def test_trainjob_patches_address_the_default_runtime():
@@ -257,6 +339,16 @@ def test_cli_defaults_to_the_image_built_from_the_pins(monkeypatch):
         (["--model", "8b", "--flavor", "trainjob", "--rdma-resource", "rdma/ib=x"], "extended resource name"),
         (["--model", "8b", "--flavor", "mpi"], "'mpi' is not one of"),
         (["--model", "8b", "--flavor", "jobset", "--nodes", "0"], "--nodes"),
+        (["--model", "8b", "--flavor", "jobset", "--resource", "rdma/ib"], "NAME=COUNT"),
+        (["--model", "8b", "--flavor", "jobset", "--resource", "rdma/ib=0"], "extended resource name"),
+        (["--model", "8b", "--flavor", "jobset", "--resource", "nvidia.com/gpu=4"], "model's topology"),
+        (["--model", "8b", "--flavor", "jobset", "--rdma-resource", "rdma/ib", "--resource", "rdma/ib=2"], "twice"),
+        (["--model", "8b", "--flavor", "jobset", "--node-selector", "gpu"], "--node-selector 'gpu'"),
+        (["--model", "8b", "--flavor", "jobset", "--node-selector", "a=b c"], "--node-selector 'a=b c'"),
+        (["--model", "8b", "--flavor", "jobset", "--toleration", "gpu:Never"], "EFFECT one of"),
+        (["--model", "8b", "--flavor", "jobset", "--toleration", "bad key"], "--toleration 'bad key'"),
+        (["--model", "8b", "--flavor", "jobset", "--network-annotation", " "], "--network-annotation"),
+        (["--model", "8b", "--flavor", "jobset", "--compile-cache", "nfs"], "'nfs' is not one of"),
     ],
 )
 def test_cli_bad_input_is_one_error_line(args, message):

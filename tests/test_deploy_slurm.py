@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from titanbench.commands.deploy import deploy
 from titanbench.commands.run import run
 from titanbench.container import image_reference
-from titanbench.deploy import target
+from titanbench.deploy import CONTAINER_COMPILE_CACHE, CONTAINER_HF_HOME, NODE_LOCAL_COMPILE_CACHE, target
 from titanbench.deploy.slurm import SlurmOptions, render_sbatch
 from titanbench.nodes import Explicit, discover_placement
 from titanbench.plan import DEFAULT_MASTER_PORT
@@ -92,7 +92,7 @@ def test_no_nccl_ib_disable_and_network_knobs_are_only_comments():
 FAKE_SRUN = """#!{python}
 import json, os, sys
 with open(os.environ["FAKE_SRUN_LOG"], "a") as log:
-    keep = ("MASTER_ADDR", "MASTER_PORT", "PATH", "HF_TOKEN")
+    keep = ("MASTER_ADDR", "MASTER_PORT", "PATH", "HF_TOKEN", "HF_HOME")
     log.write(json.dumps({{"argv": sys.argv[1:], "env": {{k: os.environ.get(k) for k in keep}}}}) + "\\n")
 """
 FAKE_SCONTROL = """#!/bin/sh
@@ -179,6 +179,11 @@ def test_container_script_prepulls_then_runs_titanbench_on_every_node(fake_slurm
     assert calls[1]["env"]["MASTER_PORT"] == str(DEFAULT_MASTER_PORT)
     # The token reaches the tasks through the environment only.
     assert calls[1]["env"]["HF_TOKEN"] == "hf_passedthrough"
+    # The container has no $HOME (--no-container-mount-home): the HF cache is named, on the shared mount;
+    # compile caches stay on each node, in the container's own /tmp.
+    assert calls[1]["env"]["HF_HOME"] == CONTAINER_HF_HOME and CONTAINER_HF_HOME.startswith("/cache/")
+    assert run_cmd[run_cmd.index("--cache-dir") + 1] == NODE_LOCAL_COMPILE_CACHE
+    assert not any(NODE_LOCAL_COMPILE_CACHE.startswith(target + "/") for target in mounts.values())
 
     # Node ranks come from Slurm; `titanbench run`'s own discovery asks the fake scontrol for node 0.
     monkeypatch.setenv("PATH", fake_slurm["PATH"])
@@ -210,6 +215,22 @@ def test_no_container_script_runs_from_the_venv(fake_slurm, tmp_path):
     assert command[-2:] == ["--steps", "20"]
     results = str(Path(fake_slurm["SLURM_SUBMIT_DIR"]) / "results")
     assert command[command.index("--results") + 1] == results
+    assert calls[0]["env"]["HF_HOME"] == f"{results}/cache/huggingface"
+    assert command[command.index("--cache-dir") + 1] == f"/tmp/titanbench-{fake_slurm['SLURM_JOB_ID']}"
+
+
+@pytest.mark.parametrize("container", [True, False])
+def test_shared_compile_cache_puts_the_caches_on_shared_storage(fake_slurm, tmp_path, container):
+    submit = Path(fake_slurm["SLURM_SUBMIT_DIR"])
+    tokenizer = submit / "assets" / "tokenizer" / "original" / "tokenizer.model"
+    tokenizer.parent.mkdir(parents=True)
+    tokenizer.write_text("stand-in tokenizer\n")
+    options = {"image": IMAGE} if container else {"venv": str(tmp_path / "venv")}
+    done, calls = run_script(script(nodes=4, compile_cache="shared", **options), fake_slurm, tmp_path)
+    assert done.returncode == 0, done.stderr
+    _, command = split_srun(calls[-1]["argv"])
+    shared = CONTAINER_COMPILE_CACHE if container else str(submit / "results" / "cache")
+    assert command[command.index("--cache-dir") + 1] == shared
 
 
 def invoke(*args: str):
@@ -281,7 +302,11 @@ def test_generated_script_runs_under_a_real_slurm(tmp_path):
         "--out", str(out), "--", *extra,
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    env = {**os.environ, "PYTHONPATH": str(REPO / "tests")}
+    # Prepended: a caller's PYTHONPATH (e.g. a worktree's package) must still win over the venv's install.
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "tests"), os.environ.get("PYTHONPATH")])),
+    }
     submitted = subprocess.run(
         ["sbatch", "--parsable", "--wait", str(out)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
     )

@@ -6,13 +6,17 @@ import os
 import shlex
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from titanbench import container
 from titanbench.cli import main
+from titanbench.commands.run import run
+from titanbench.nodes import Explicit, discover_placement
 from titanbench.pins import pins
+from titanbench.plan import DEFAULT_MASTER_PORT
 
 TEST_BASE_IMAGE = os.environ.get("TITANBENCH_TEST_BASE_IMAGE", "titanbench-test-base:bookworm-minbase")
 TOKEN = "hf_testTOKENvalue0123456789"
@@ -50,8 +54,14 @@ def cpu_host(tmp_path, monkeypatch):
     monkeypatch.setattr(container, "NVIDIA_DEVICE_DIR", dev)
 
 
-def invoke(*args: str, env: dict[str, str] | None = None):
-    return CliRunner().invoke(main, ["docker", *args], env={"HF_TOKEN": None, "TITANBENCH_DEVICE": None, **(env or {})})
+# The variables that name a scheduler (titanbench.nodes.scheduler): unset unless a test sets them.
+NO_SCHEDULER = {"SLURM_JOB_ID": None, "SLURM_NNODES": None, "PET_NNODES": None, "JOB_COMPLETION_INDEX": None}
+
+
+def invoke(*args: str, env: dict[str, str | None] | None = None):
+    return CliRunner().invoke(
+        main, ["docker", *args], env={"HF_TOKEN": None, "TITANBENCH_DEVICE": None, **NO_SCHEDULER, **(env or {})}
+    )
 
 
 @pytest.fixture
@@ -63,7 +73,7 @@ def assets(tmp_path) -> str:
     return str(tmp_path / "assets")
 
 
-def printed(*args: str, env: dict[str, str] | None = None) -> list[str]:
+def printed(*args: str, env: dict[str, str | None] | None = None) -> list[str]:
     result = invoke("--print", *args, env=env)
     assert result.exit_code == 0, result.output
     # The line alone is on stdout; notes (what --device auto chose) go to stderr.
@@ -149,6 +159,76 @@ def test_assets_cache_and_run_args_are_mounted_and_passed(no_rdma, tmp_path):
     assert f"{assets}:{container.TOKENIZER_TARGET}:ro" in argv
     assert f"{cache}:/cache" in argv and "HF_HOME=/cache/huggingface" in argv
     assert argv[-4:] == ["--cache-dir", "/cache/compile", "--nodes", "8"]
+
+
+# A Slurm step on the 4th of 8 nodes, with the stand-in `scontrol` (tests/stand_in_slurm) first on PATH.
+STAND_IN_SLURM = Path(__file__).parent / "stand_in_slurm"
+SLURM_NODE_3 = {
+    "PATH": f"{STAND_IN_SLURM}:{os.environ['PATH']}",
+    "SLURM_JOB_ID": "42",
+    "SLURM_NNODES": "8",
+    "SLURM_NODEID": "3",
+    "SLURM_JOB_NODELIST": "gpu[07-14]",
+}
+
+
+def run_command(argv: list[str]) -> list[str]:
+    """The `titanbench run ...` the container gets: everything after the image (`docker run` comes first)."""
+    return argv[argv.index("run", argv.index("run") + 1) :]
+
+
+def option(argv: list[str], name: str) -> list[str]:
+    return [argv[i + 1] for i, word in enumerate(argv) if word == name]
+
+
+def test_slurm_placement_is_found_on_the_host_and_passed_in(no_rdma):
+    result = invoke("--print", "--model", "8b", env=SLURM_NODE_3)
+    assert result.exit_code == 0, result.output
+    command = run_command(shlex.split(result.stdout))
+    placement = {name: option(command, name) for name in ("--nodes", "--node-rank", "--master-addr", "--master-port")}
+    assert placement == {
+        "--nodes": ["8"], "--node-rank": ["3"], "--master-addr": ["gpu07"], "--master-port": [str(DEFAULT_MASTER_PORT)],
+    }  # fmt: skip
+    assert "node 3 of 8, node 0 at gpu07:29500 (from Slurm)" in result.stderr
+    # What the container's `titanbench run` then finds, with no scheduler in sight: the same node.
+    params = run.make_context("run", command[1:]).params
+    inside = discover_placement({}, Explicit(params["node_rank"], params["master_addr"], params["master_port"]), 8)
+    assert (inside.nnodes, inside.node_rank, inside.master_addr) == (8, 3, "gpu07")
+
+
+def test_explicit_placement_flags_win_and_are_not_repeated(no_rdma):
+    argv = printed("--model", "8b", "--", "--master-addr", "10.0.0.1", "--master-port", "30000", env=SLURM_NODE_3)
+    command = run_command(argv)
+    assert option(command, "--master-addr") == ["10.0.0.1"] and option(command, "--master-port") == ["30000"]
+    assert option(command, "--node-rank") == ["3"] and option(command, "--nodes") == ["8"]
+
+
+def test_kubeflow_placement_is_passed_in(no_rdma):
+    env = {"PET_NNODES": "8", "PET_NODE_RANK": "5", "PET_MASTER_ADDR": "job-node-0-0.job", "PET_MASTER_PORT": "29400"}
+    command = run_command(printed("--model", "8b", env=env))
+    assert option(command, "--node-rank") == ["5"] and option(command, "--master-addr") == ["job-node-0-0.job"]
+    assert option(command, "--master-port") == ["29400"]
+
+
+def test_without_a_scheduler_nothing_is_added(no_rdma):
+    command = run_command(printed("--model", "8b", "--", "--nodes", "8", "--node-rank", "1", "--master-addr", "n0"))
+    assert command[-6:] == ["--nodes", "8", "--node-rank", "1", "--master-addr", "n0"]
+    assert option(command, "--master-port") == [] and option(command, "--nodes") == ["8"]
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["--model", "70b"], SLURM_NODE_3, "Slurm gives 8 node(s) but the plan has 32 (--nodes): they must agree"),
+        (["--model", "8b", "--", "--bogus"], SLURM_NODE_3, "the `titanbench run` arguments: No such option"),
+        (["--model", "8b"], {**SLURM_NODE_3, "SLURM_LOCALID": "1"}, "srun --ntasks-per-node=1"),
+        (["--model", "8b"], {**SLURM_NODE_3, "PATH": "/nonexistent"}, "cannot run `scontrol show hostnames"),
+    ],
+)
+def test_a_placement_that_cannot_work_is_one_error_line(no_rdma, args, env, message):
+    result = invoke("--print", *args, env=env)
+    assert result.exit_code == 1 and message in result.output, result.output
+    assert "docker run" not in result.output and "Traceback" not in result.output
 
 
 def test_token_from_the_environment_is_passed_by_name_only(no_rdma):

@@ -196,10 +196,42 @@ def test_dataset_local_copy(clean_hf, monkeypatch, tmp_path):
     assert check.status == OK and "1 C4 train shard" in check.detail
 
 
-def dataset_check_in_a_fresh_process(tmp_path, **env: str) -> str:
+def test_a_staged_copy_that_does_not_split_evenly_over_the_dp_ranks_warns(clean_hf, monkeypatch, tmp_path):
+    monkeypatch.setenv("TITANBENCH_DATASET_PATH", str(tmp_path))
+    (tmp_path / "en").mkdir()
+    for index in range(12):
+        (tmp_path / staging.C4_TRAIN_SHARD.format(index)).write_bytes(b"x")
+    published = tuple(doctor.plan_scales("all", None, {}))
+    assert {(s.model, s.dp) for s in published} == {("llama3_8b", 8), ("llama3_70b", 32)}
+    uneven = doctor.dataset_check(published)
+    assert uneven.status == WARN and "every rank reads every shard" in uneven.detail
+    assert "llama3_8b 8" in uneven.detail and "--shards 32" in uneven.fix
+    for index in range(12, 16):
+        (tmp_path / staging.C4_TRAIN_SHARD.format(index)).write_bytes(b"x")
+    assert doctor.dataset_check(tuple(doctor.plan_scales("8b", None, {}))).status == OK  # 16 = 2 x 8
+    assert doctor.dataset_check(published).status == WARN  # but not a multiple of 70B's 32
+
+
+def test_the_plan_scale_comes_from_nodes_then_the_scheduler_then_the_publication():
+    slurm = {"SLURM_JOB_ID": "7", "SLURM_NNODES": "2"}
+    assert [(s.nodes, s.dp) for s in doctor.plan_scales("8b", None, slurm)] == [(2, 2)]
+    assert [(s.nodes, s.dp) for s in doctor.plan_scales("8b", 4, slurm)] == [(4, 4)]
+    assert [(s.nodes, s.dp) for s in doctor.plan_scales("8b", None, {"PET_NNODES": "3"})] == [(3, 3)]
+    assert [(s.nodes, s.dp) for s in doctor.plan_scales("70b", None, {})] == [(32, 32)]
+
+
+def test_an_unknown_model_is_one_error_line():
+    result = CliRunner().invoke(main, ["doctor", "--no-gpu", "--model", "nope"])
+    assert result.exit_code == 1 and "unknown model 'nope'" in result.output and "Traceback" not in result.output
+
+
+def dataset_check_in_a_fresh_process(tmp_path, scales: str = "()", **env: str) -> str:
     """`dataset_check()` where huggingface_hub reads HF_ENDPOINT / HF_HUB_OFFLINE at import, as in real use."""
     base = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "TITANBENCH_"))}
-    code = "from titanbench.doctor import dataset_check; c = dataset_check(); print(c.status, c.detail)"
+    code = (
+        "from titanbench.doctor import dataset_check, plan_scales;"
+        f"c = dataset_check({scales}); print(c.status, c.detail)"
+    )
     done = subprocess.run(
         [sys.executable, "-c", code], env={**base, "HF_HOME": str(tmp_path), **env}, capture_output=True, text=True
     )
@@ -220,6 +252,12 @@ def test_dataset_on_the_hub_reachable_or_not(tmp_path):
         offline = dataset_check_in_a_fresh_process(tmp_path, HF_ENDPOINT=hub.url, HF_HUB_OFFLINE="1")
         assert offline.startswith("FAIL HF_HUB_OFFLINE is set")
         assert len(hub.requests) == seen
+        many = "tuple(plan_scales('8b', None, {}))"
+        streaming = dataset_check_in_a_fresh_process(tmp_path, scales=many, HF_ENDPOINT=hub.url)
+        assert streaming.startswith(f"WARN {staging.C4_REPO} reachable on {hub.url}, but the plan streams it on")
+        assert "8 nodes x 8 (llama3_8b)" in streaming
+        one = "tuple(plan_scales('8b', 1, {}))"
+        assert dataset_check_in_a_fresh_process(tmp_path, scales=one, HF_ENDPOINT=hub.url).startswith("OK")
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
 """plan.py: the published flags exactly, declared bundle additions, deviations, guards, env, argv."""
 
+import os
 import re
 import shlex
 from pathlib import Path
@@ -17,7 +18,7 @@ from titanbench.plan import (
     topology_for,
     validate_with_torchtitan,
 )
-from titanbench.spec import load_spec, resolve_models
+from titanbench.spec import flag_value, load_spec, resolve_models
 
 # The published commands, restated from the benchmark file (reference-facts.md), independently of runs/*.yaml.
 PUBLISHED_COMMON = {
@@ -203,6 +204,25 @@ def test_fingerprint_is_what_is_computed_not_where_files_go(tmp_path):
     assert matrix_fingerprint(node0) == matrix_fingerprint(node5)
     assert matrix_fingerprint(node0) != matrix_fingerprint(plans_for("8b", here, steps=50))
     assert len({p.fingerprint for p in node0}) == 6
+
+
+def test_trace_dir_moves_every_ranks_traces_and_nothing_computed(tmp_path):
+    """--trace-dir: an absolute `--profiling.save_traces_folder`, which torchtitan's os.path.join(dump_folder,
+    folder) takes over the dump folder; per run and config, parsed by torchtitan's own ConfigManager."""
+    pytest.importorskip("torchtitan")
+    moved = Locations(tmp_path / "results" / "r1", tmp_path / "cache", tmp_path / "tt", trace_root=tmp_path / "local")
+    plans = plans_for("8b", moved)
+    for plan in plans:
+        folder = flag_value(plan.torchtitan_args, "--profiling.save_traces_folder")
+        assert folder == str(tmp_path / "local" / "r1" / "llama3_8b" / plan.config)
+        dump = flag_value(plan.torchtitan_args, "--job.dump_folder")
+        assert os.path.join(dump, folder) == folder  # torchtitan's join at the pin
+    validate_with_torchtitan(plans)
+    default = plans_for("8b", Locations(tmp_path / "results" / "r1", tmp_path / "cache", tmp_path / "tt"))
+    assert matrix_fingerprint(plans) == matrix_fingerprint(default)
+    assert all(flag_value(p.torchtitan_args, "--profiling.save_traces_folder") is None for p in default)
+    unprofiled = plans_for("8b", moved, profiling=False)
+    assert all(flag_value(p.torchtitan_args, "--profiling.save_traces_folder") is None for p in unprofiled)
 
 
 def _checkout(root: Path, tokenizer_line: str = 'tokenizer_path = "./assets/tokenizer/original/tokenizer.model"'):

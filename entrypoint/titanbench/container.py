@@ -112,6 +112,8 @@ class LaunchOptions:
     # cuda: all GPUs and unlimited memlock (NCCL, RDMA); cpu: neither (gloo pins no memory, and an
     # engine without privileges, rootless or itself in a container, refuses to raise memlock).
     device: str = "cuda"
+    # --nodes/--node-rank/--master-addr/--master-port found on the host (the container sees no scheduler).
+    placement: tuple[str, ...] = field(default_factory=tuple)
     run_args: tuple[str, ...] = field(default_factory=tuple)
 
     def mounts(self) -> list[Mount]:
@@ -152,7 +154,7 @@ class LaunchOptions:
         command += ["--device", self.device, "--results", RESULTS_TARGET]
         if self.cache is not None:
             command += ["--cache-dir", f"{CACHE_TARGET}/compile"]
-        return command + list(self.run_args)
+        return command + list(self.placement) + list(self.run_args)
 
 
 def docker_run_argv(options: LaunchOptions) -> list[str]:

@@ -11,12 +11,12 @@ import re
 import resource
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from titanbench import envinfo, gpuinfo, settings, staging
+from titanbench import envinfo, gpuinfo, nodes, settings, staging
 from titanbench.errors import TitanbenchError
 from titanbench.pins import pins
 from titanbench.spec import POWER_TOLERANCE_W
@@ -54,6 +54,9 @@ MIN_SHM_BYTES = 1 << 30
 FAIL_FREE_BYTES = 5 << 30
 WARN_FREE_BYTES = 20 << 30
 HUB_TIMEOUT_S = 10
+# Every rank opens its own stream of allenai/c4: from the 8B run's 8 nodes (64 streams) on, the hub's
+# rate limit is a real risk (runs of 48 nodes have been answered HTTP 429).
+STREAM_WARN_NODES = 8
 # Clock event reasons that mean the hardware is slowing down now (bad cooling, power delivery).
 HARDWARE_SLOWDOWNS = {"hw_slowdown", "hw_thermal_slowdown", "hw_power_brake_slowdown", "sw_thermal_slowdown"}
 COMPILE_OFF = "turns off torch.compile, which every published config uses and async TP requires"
@@ -465,7 +468,38 @@ def hf_token_source() -> str | None:
     return "huggingface_hub's stored login" if get_token() else None
 
 
-def asset_checks() -> list[Check]:
+@dataclass(frozen=True)
+class Scale:
+    """What the data check needs to know of the plan, per model."""
+
+    model: str
+    nodes: int
+    gpus_per_node: int
+    dp: int
+
+
+def scheduler_nodes(env: Mapping[str, str]) -> int | None:
+    """The node count a scheduler gives this job (Slurm, Kubeflow), if any."""
+    name = {nodes.SLURM: "SLURM_NNODES", nodes.KUBEFLOW: "PET_NNODES"}.get(nodes.scheduler(env) or "")
+    value = env.get(name, "").strip() if name else ""
+    return int(value) if value.isdigit() else None
+
+
+def plan_scales(model: str, node_count: int | None, env: Mapping[str, str] | None = None) -> list[Scale]:
+    """Nodes and data-parallel degree of each model of the plan: `--nodes`, else the scheduler's node
+    count, else the published one."""
+    from titanbench.plan import Overrides, topology_for
+    from titanbench.spec import resolve_models
+
+    count = node_count or scheduler_nodes(os.environ if env is None else env)
+    scales = []
+    for spec in resolve_models(model):
+        topology = topology_for(spec, Overrides(nodes=count))
+        scales.append(Scale(spec.model, topology.nodes, topology.gpus_per_node, topology.fsdp))
+    return scales
+
+
+def asset_checks(scales: tuple[Scale, ...] = ()) -> list[Check]:
     # torchtitan reads the tokenizer relative to the checkout `run` starts it in (the image sets the variable).
     workdir = Path(os.environ.get(settings.TORCHTITAN_DIR) or Path.cwd())
     path = staging.tokenizer_path(workdir / staging.DEFAULT_TOKENIZER_DEST)
@@ -488,17 +522,32 @@ def asset_checks() -> list[Check]:
             "assets.hf_token", FAIL, "no Hugging Face token, and the gated tokenizer must still be downloaded",
             "export HF_TOKEN=... or pass --hf-token-file to titanbench assets tokenizer",
         )  # fmt: skip
-    return [tokenizer, token, dataset_check()]
+    return [tokenizer, token, dataset_check(scales)]
 
 
-def dataset_check() -> Check:
+def dataset_check(scales: tuple[Scale, ...] = ()) -> Check:
+    """The C4 data the plan reads: a staged copy (split evenly per rank?), or the hub (reachable; on how
+    many nodes?). `scales`: the plan's models, nodes and DP degrees (none: not judged by scale)."""
     local = os.environ.get(settings.DATASET_PATH)
     stage = "titanbench assets c4 --dest DIR, then --dataset-path DIR"
     if local:
         shards = sorted(Path(local).glob("en/c4-train.*.json.gz"))
-        if shards:
-            return Check("assets.dataset", OK, f"{len(shards)} C4 train shard(s) staged at {local}")
-        return Check("assets.dataset", FAIL, f"TITANBENCH_DATASET_PATH={local} holds no en/c4-train.*.json.gz", stage)
+        if not shards:
+            return Check(
+                "assets.dataset", FAIL, f"TITANBENCH_DATASET_PATH={local} holds no en/c4-train.*.json.gz", stage
+            )
+        detail = f"{len(shards)} C4 train shard(s) staged at {local}"
+        uneven = staging.uneven_degrees(len(shards), {s.model: s.dp for s in scales})
+        if uneven:
+            even = staging.even_c4_shards([s.dp for s in scales])
+            shown = ", ".join(f"{model} {dp}" for model, dp in uneven.items())
+            return Check(
+                "assets.dataset", WARN,
+                f"{detail}: not a multiple of the data-parallel degree ({shown}), so every rank reads every "
+                "shard and keeps one document in DP",
+                f"stage a multiple of {even}: titanbench assets c4 --dest {local} --shards {even}",
+            )  # fmt: skip
+        return Check("assets.dataset", OK, detail)
     from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url
 
     if constants.HF_HUB_OFFLINE:
@@ -514,7 +563,16 @@ def dataset_check() -> Check:
             "assets.dataset", FAIL, f"cannot reach {staging.C4_REPO} on {constants.ENDPOINT}: {type(error).__name__}",
             f"allow HTTPS to {constants.ENDPOINT} from every node; or {stage}; or --dataset c4_test (a deviation)",
         )  # fmt: skip
-    return Check("assets.dataset", OK, f"{staging.C4_REPO} reachable on {constants.ENDPOINT} (streamed by every rank)")
+    reachable = f"{staging.C4_REPO} reachable on {constants.ENDPOINT}"
+    busiest = max(scales, key=lambda s: s.nodes, default=None)
+    if busiest is not None and busiest.nodes >= STREAM_WARN_NODES:
+        return Check(
+            "assets.dataset", WARN,
+            f"{reachable}, but the plan streams it on every rank: {busiest.nodes} nodes x {busiest.gpus_per_node} "
+            f"({busiest.model}); the hub rate-limits that many (HTTP 429)",
+            f"{stage} (TITANBENCH_DATASET_PATH for doctor); `assets c4`'s default shard count splits evenly",
+        )  # fmt: skip
+    return Check("assets.dataset", OK, f"{reachable} (streamed by every rank)")
 
 
 def disk_checks() -> list[Check]:
@@ -547,7 +605,9 @@ def disk_checks() -> list[Check]:
     return checks
 
 
-def run_checks(*, gpu: bool = True, pins_only: bool = False, expect_gpus: int | None = None) -> list[Check]:
+def run_checks(
+    *, gpu: bool = True, pins_only: bool = False, expect_gpus: int | None = None, scales: tuple[Scale, ...] = ()
+) -> list[Check]:
     """Every check, in the order a person fixes things: hardware, container, software, assets, disk."""
     if pins_only:
         return pin_checks()
@@ -563,7 +623,7 @@ def run_checks(*, gpu: bool = True, pins_only: bool = False, expect_gpus: int | 
         lambda: [memlock_check(), shm_check(), nccl_check()],
         env_checks,
         pin_checks,
-        asset_checks,
+        lambda: asset_checks(scales),
         disk_checks,
     ]
     return [check for group in groups for check in group()]

@@ -79,11 +79,25 @@ def _node_rank(env: Mapping[str, str], source: str) -> int:
     raise TitanbenchError(f"{source}: neither PET_NODE_RANK nor RANK is set: cannot tell this node's rank")
 
 
+SLURM, KUBEFLOW, JOBSET = "Slurm", "Kubeflow (PET_*)", "JobSet / Indexed Job"
+
+
+def scheduler(env: Mapping[str, str]) -> str | None:
+    """Which scheduler's variables `env` holds, in the order they are read; None: none."""
+    if "SLURM_NNODES" in env and "SLURM_JOB_ID" in env:
+        return SLURM
+    if "PET_NNODES" in env:
+        return KUBEFLOW
+    if "JOB_COMPLETION_INDEX" in env and env.get("MASTER_ADDR"):
+        return JOBSET
+    return None
+
+
 def _from_environment(
     env: Mapping[str, str], explicit: Explicit, expected_nodes: int, hostnames: Callable[[str], list[str]]
 ) -> Placement | None:
-    if "SLURM_NNODES" in env and "SLURM_JOB_ID" in env:
-        source = "Slurm"
+    source = scheduler(env)
+    if source == SLURM:
         if "SLURM_NODEID" not in env:
             raise TitanbenchError("Slurm: SLURM_NODEID is not set: start titanbench with srun, one task per node")
         # One driver per node: torchrun starts the per-GPU processes. Several tasks per node would
@@ -104,8 +118,7 @@ def _from_environment(
             master_port=DEFAULT_MASTER_PORT,
             source=source,
         )
-    if "PET_NNODES" in env:
-        source = "Kubeflow (PET_*)"
+    if source == KUBEFLOW:
         addr = env.get("PET_MASTER_ADDR") or env.get("MASTER_ADDR")
         if not addr:
             raise TitanbenchError(f"{source}: neither PET_MASTER_ADDR nor MASTER_ADDR is set")
@@ -116,8 +129,7 @@ def _from_environment(
             master_port=_port(env, ("PET_MASTER_PORT", "MASTER_PORT"), source),
             source=source,
         )
-    if "JOB_COMPLETION_INDEX" in env and env.get("MASTER_ADDR"):
-        source = "JobSet / Indexed Job"
+    if source == JOBSET:
         return Placement(
             nnodes=expected_nodes,
             node_rank=_int(env, "JOB_COMPLETION_INDEX", source),

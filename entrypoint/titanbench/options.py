@@ -128,6 +128,15 @@ MATRIX_OPTIONS = [
         show_envvar=True,
         help="Compile caches, one per config, kept across runs [default: RESULTS/cache].",
     ),
+    click.option(
+        "--trace-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        envvar=settings.TRACE_DIR,
+        show_envvar=True,
+        help="Where every rank writes its profiler traces (uncompressed JSON at each dump; large at scale, see "
+        "docs/clusters.md), as TRACE_DIR/RUN_ID/MODEL/CONFIG, e.g. a node-local disk "
+        "[default: the config's folder in the run, outputs/profile_traces].",
+    ),
 ]
 
 
@@ -207,6 +216,7 @@ class RunOptions(BaseModel):
     torchtitan_dir: Path = settings.DEFAULT_TORCHTITAN_DIR
     results: Path = settings.DEFAULT_RESULTS
     cache_dir: Path | None = None
+    trace_dir: Path | None = None
     only: tuple[str, ...] = ()
 
     @classmethod
@@ -221,7 +231,7 @@ class RunOptions(BaseModel):
         """Paths made absolute (a spec file's too), so that run.json means the same from any directory."""
         paths = {
             name: value.resolve()
-            for name in ("dataset_path", "torchtitan_dir", "results", "cache_dir")
+            for name in ("dataset_path", "torchtitan_dir", "results", "cache_dir", "trace_dir")
             if isinstance(value := getattr(self, name), Path)
         }
         model = str(Path(self.model).resolve()) if Path(self.model).is_file() else self.model
@@ -248,4 +258,9 @@ def overrides_from(options: RunOptions) -> Overrides:
 def locations_from(options: RunOptions, run_id: str) -> Locations:
     results = settings.results_root(given=options.results)
     cache = settings.cache_root(results, given=options.cache_dir)
-    return Locations(run_dir=results / run_id, cache_root=cache, torchtitan_dir=options.torchtitan_dir.resolve())
+    return Locations(
+        run_dir=results / run_id,
+        cache_root=cache,
+        torchtitan_dir=options.torchtitan_dir.resolve(),
+        trace_root=options.trace_dir.resolve() if options.trace_dir else None,
+    )

@@ -66,6 +66,8 @@ class Locations:
     run_dir: Path
     cache_root: Path
     torchtitan_dir: Path
+    # Profiler traces go under the run's config folder unless given (`--trace-dir`).
+    trace_root: Path | None = None
 
 
 def trainer_for(device: Device, trainer: str | None) -> str:
@@ -212,6 +214,15 @@ def _bundle_flags(spec: MatrixSpec, config: ConfigSpec, locations: Locations, ov
             "reason": "plain metric lines in the saved logs (no ANSI colour codes)",
         },
     ]
+    if overrides.profiling and locations.trace_root is not None:
+        traces = locations.trace_root / locations.run_dir.name / spec.model / config.id
+        flags.append(
+            {
+                # torchtitan joins the dump folder with this path: an absolute one replaces it.
+                "flag": f"--profiling.save_traces_folder={traces}",
+                "reason": "each rank's profiler traces go where --trace-dir says (e.g. a node-local disk)",
+            }
+        )
     if overrides.dataset_path:
         flags.append(
             {

@@ -111,7 +111,7 @@ def _resumed_options(run_dir: Path, options: RunOptions, given: frozenset[str]) 
     return recorded
 
 
-def _plan_nodes(options: RunOptions) -> int:
+def planned_nodes(options: RunOptions) -> int:
     specs = resolve_models(options.model)
     overrides = overrides_from(options)
     device = resolve_device(options.device, specs)
@@ -216,7 +216,7 @@ class Driver:
                     "than node 0, with node-local results, give the same --model and topology options as node 0)"
                 )
         options = recorded or options
-        topology = discover_placement(self.env, request.explicit, _plan_nodes(options))
+        topology = discover_placement(self.env, request.explicit, planned_nodes(options))
         _say(self.out, f"titanbench run: {topology.describe()}")
         coordinator = None
         if topology.nnodes > 1:

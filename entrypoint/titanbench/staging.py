@@ -6,6 +6,7 @@ holds a good file or nothing. A file already in place is kept.
 """
 
 import hashlib
+import math
 import os
 import tempfile
 from collections.abc import Callable
@@ -43,6 +44,31 @@ configs:
 ---
 Partial local copy of allenai/c4 (en), staged by `titanbench assets c4`.
 """
+
+
+def published_dp_degrees() -> dict[str, int]:
+    """Each published model's data-parallel degree (its FSDP degree: nodes x GPUs / TP, runs/*.yaml)."""
+    from titanbench.spec import resolve_models
+
+    return {spec.model: spec.topology.fsdp for spec in resolve_models("all")}
+
+
+def even_c4_shards(degrees: list[int]) -> int:
+    """The fewest C4 shards that split evenly over each of these data-parallel degrees.
+
+    torchtitan splits the data with `datasets.distributed.split_dataset_by_node`: a streamed copy whose
+    shard (file) count is a multiple of the DP degree gives each rank its own files; any other count
+    makes every rank read every file and keep one document in DP."""
+    return math.lcm(*degrees)
+
+
+def default_c4_shards() -> int:
+    return even_c4_shards(list(published_dp_degrees().values()))
+
+
+def uneven_degrees(shards: int, degrees: dict[str, int]) -> dict[str, int]:
+    """The degrees (by model) that `shards` does not split evenly."""
+    return {model: degree for model, degree in degrees.items() if shards % degree}
 
 
 def tokenizer_path(dest: Path) -> Path:

@@ -46,8 +46,10 @@ def tokenizer(dest: Path, hf_token_file: Path | None, repo: str) -> None:
 @assets.command()
 @click.option("--dest", type=click.Path(file_okay=False, path_type=Path), required=True, help="Shared folder.")
 @click.option(
-    "--shards", type=click.IntRange(1, staging.C4_TRAIN_SHARDS), default=1, show_default=True,
-    help="C4 (en) train shards to stage, from 00000 (each ~320 MB, ~356k documents).",
+    "--shards", type=click.IntRange(1, staging.C4_TRAIN_SHARDS), default=staging.default_c4_shards,
+    show_default="the fewest that split evenly over every published data-parallel degree",
+    help="C4 (en) train shards to stage, from 00000 (each ~320 MB, ~356k documents). Ranks get their own "
+    "shards only when the count is a multiple of the data-parallel degree; otherwise every rank reads them all.",
 )  # fmt: skip
 @click.option(
     "--hf-token-file", type=click.Path(dir_okay=False, path_type=Path), envvar=settings.HF_TOKEN_FILE,
@@ -56,9 +58,13 @@ def tokenizer(dest: Path, hf_token_file: Path | None, repo: str) -> None:
 def c4(dest: Path, shards: int, hf_token_file: Path | None) -> None:
     """Pre-stage C4 (en) shards of allenai/c4 for `--dataset-path DIR`; files present are kept.
 
+    torchtitan splits the copy per data-parallel rank by whole shards only when the shard count is a
+    multiple of the DP degree (published: nodes x GPUs / TP); otherwise every rank reads every shard
+    and keeps one document in DP. The default count is a multiple of both published degrees.
+
     \b
     Example:
-      titanbench assets c4 --dest /shared/c4 --shards 8
+      titanbench assets c4 --dest /shared/c4
       titanbench plan --model 8b --dataset-path /shared/c4
     """
     token = staging.resolve_token(hf_token_file)
@@ -68,3 +74,12 @@ def c4(dest: Path, shards: int, hf_token_file: Path | None) -> None:
         click.echo(scrub(f"{dest / filename}: {'downloaded' if fetched else 'present, kept'}", secrets))
 
     staging.fetch_c4(dest, shards, token=token, progress=progress)
+    uneven = staging.uneven_degrees(shards, staging.published_dp_degrees())
+    if uneven:
+        shown = ", ".join(f"{model} {degree}" for model, degree in uneven.items())
+        click.echo(
+            f"note: {shards} shard(s) is not a multiple of the published data-parallel degree ({shown}): there "
+            f"every rank reads all {shards} and keeps one document in DP; --shards {staging.default_c4_shards()} "
+            "splits evenly for every published model",
+            err=True,
+        )

@@ -10,8 +10,15 @@ from click.core import ParameterSource
 from titanbench import settings
 from titanbench.atomic import write_text
 from titanbench.container import check_image_reference
-from titanbench.deploy import default_image, target
-from titanbench.deploy.k8s import DEFAULT_HF_SECRET, DEFAULT_RESULTS_PVC, FLAVORS, K8sOptions, render_manifest
+from titanbench.deploy import COMPILE_CACHES, default_image, target
+from titanbench.deploy.k8s import (
+    DEFAULT_HF_SECRET,
+    DEFAULT_RESULTS_PVC,
+    FLAVORS,
+    MULTUS_ANNOTATION,
+    K8sOptions,
+    render_manifest,
+)
 from titanbench.deploy.slurm import SlurmOptions, render_sbatch
 from titanbench.errors import TitanbenchError
 
@@ -34,6 +41,15 @@ OUT = click.option(
     "--out", type=click.Path(dir_okay=False, path_type=Path), help="Write the file here instead of printing it."
 )
 EXTRA = click.argument("extra", nargs=-1, type=click.UNPROCESSED)
+COMPILE_CACHE = click.option(
+    "--compile-cache",
+    type=click.Choice(COMPILE_CACHES),
+    default="local",
+    show_default=True,
+    help="Where each node's Inductor/Triton caches go: local, the node's own /tmp (every job compiles afresh; "
+    "hundreds of ranks compiling into one shared directory can stall step 1), or shared, the shared cache "
+    "directory (a later job starts warm).",
+)
 
 
 def _plain(option: str, value: str | None) -> str | None:
@@ -69,6 +85,8 @@ def _command_line(ctx: click.Context) -> str:
             extra = value
         elif isinstance(param, click.Option) and param.is_flag:
             words.append(param.opts[0])
+        elif isinstance(param, click.Option) and param.multiple:
+            words += [word for item in value for word in (param.opts[0], str(item))]
         else:
             words += [param.opts[0], str(value)]
     if extra:
@@ -117,9 +135,10 @@ def deploy() -> None:
     type=click.Path(file_okay=False),
     help="The virtualenv for --no-container, same path on every node [default: SUBMIT_DIR/.venv].",
 )
+@COMPILE_CACHE
 @OUT
 @EXTRA
-def slurm(model, nodes, image, sqsh, partition, account, time, no_container, venv, out, extra):
+def slurm(model, nodes, image, sqsh, partition, account, time, no_container, venv, compile_cache, out, extra):
     """An sbatch script: one task per node with all its GPUs, `titanbench run` on every node.
 
     The image is pre-pulled on every node first; node 0 is the first host of the allocation,
@@ -154,6 +173,7 @@ def slurm(model, nodes, image, sqsh, partition, account, time, no_container, ven
         time=_slurm_time(time),
         extra=tuple(extra),
         command_line=_command_line(click.get_current_context()),
+        compile_cache=compile_cache,
     )
     _emit(render_sbatch(target(model, nodes), options), out)
 
@@ -174,6 +194,34 @@ def slurm(model, nodes, image, sqsh, partition, account, time, no_container, ven
     help="RDMA extended resource of your device plugin, NAME or NAME=COUNT per pod (e.g. rdma/ib).",
 )
 @click.option(
+    "--resource",
+    "resources",
+    multiple=True,
+    metavar="NAME=COUNT",
+    help="Another extended resource per pod, e.g. rdma/rdma_shared_device_a=1 (repeatable).",
+)
+@click.option(
+    "--host-network",
+    is_flag=True,
+    help="Pods on the host network (dnsPolicy ClusterFirstWithHostNet): the host's RoCE/IB netdevs in the pod. "
+    "JobSet only; titanbench uses the master port and the next one on every host.",
+)
+@click.option(
+    "--network-annotation",
+    metavar="NETWORKS",
+    help=f"Secondary networks through Multus: the pods' {MULTUS_ANNOTATION} annotation, e.g. roce-net or "
+    "a JSON list (the default pod network carries no RoCE netdev).",
+)
+@click.option("--node-selector", multiple=True, metavar="KEY=VALUE", help="A node label the pods require (repeatable).")
+@click.option(
+    "--toleration",
+    "tolerations",
+    multiple=True,
+    metavar="KEY[=VALUE][:EFFECT]",
+    help="A taint the pods tolerate, e.g. nvidia.com/gpu:NoSchedule (repeatable; KEY alone: any value).",
+)
+@COMPILE_CACHE
+@click.option(
     "--results-pvc",
     default=DEFAULT_RESULTS_PVC,
     show_default=True,
@@ -187,17 +235,36 @@ def slurm(model, nodes, image, sqsh, partition, account, time, no_container, ven
 )
 @OUT
 @EXTRA
-def k8s(model, flavor, nodes, image, namespace, rdma_resource, results_pvc, hf_token_secret, out, extra):
+def k8s(
+    model,
+    flavor,
+    nodes,
+    image,
+    namespace,
+    rdma_resource,
+    resources,
+    host_network,
+    network_annotation,
+    node_selector,
+    tolerations,
+    compile_cache,
+    results_pvc,
+    hf_token_secret,
+    out,
+    extra,
+):
     """Manifests with one pod per node: 8 GPUs, /dev/shm in memory, IPC_LOCK, the results volume.
 
     TrainJob (trainer.kubeflow.org/v1alpha1) uses the default `torch-distributed` runtime, whose
-    PET_* variables give each pod its node rank; JobSet gives the completion index and node 0's
+    PET_* variables give each pod its node rank; it needs a Trainer release whose TrainJob has
+    spec.runtimePatches (older ones: use jobset). JobSet gives the completion index and node 0's
     stable DNS name.
 
     \b
     Examples:
       titanbench deploy k8s --model 8b --flavor trainjob --out llama3_8b.trainjob.yaml
       titanbench deploy k8s --model 70b --flavor jobset --namespace ml --rdma-resource rdma/ib=1
+      titanbench deploy k8s --model 70b --flavor jobset --host-network --toleration nvidia.com/gpu:NoSchedule
     """
     options = K8sOptions(
         image=check_image_reference("--image", image) if image else default_image(),
@@ -207,5 +274,11 @@ def k8s(model, flavor, nodes, image, namespace, rdma_resource, results_pvc, hf_t
         results_pvc=_dns_name("--results-pvc", results_pvc),
         hf_secret=_dns_name("--hf-token-secret", hf_token_secret),
         extra=tuple(extra),
+        resources=tuple(resources),
+        host_network=host_network,
+        network_annotation=network_annotation,
+        node_selector=tuple(node_selector),
+        tolerations=tuple(tolerations),
+        compile_cache=compile_cache,
     )
     _emit(render_manifest(target(model, nodes), options, _command_line(click.get_current_context())), out)

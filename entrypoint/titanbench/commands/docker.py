@@ -4,23 +4,64 @@ import contextlib
 import dataclasses
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 import click
 from click.core import ParameterSource
 
-from titanbench import container, settings
+from titanbench import container, nodes, settings
 from titanbench.errors import TitanbenchError
 from titanbench.spec import resolve_models
 from titanbench.staging import DEFAULT_TOKENIZER_DEST, TOKENIZER_FILE
 
 TOKEN_ENV = "HF_TOKEN"
+# `titanbench run`'s placement options and the Placement field each one carries.
+PLACEMENT_OPTIONS = (
+    ("nodes", "--nodes", "nnodes"),
+    ("node_rank", "--node-rank", "node_rank"),
+    ("master_addr", "--master-addr", "master_addr"),
+    ("master_port", "--master-port", "master_port"),
+)
+
+
+def host_placement(run_command: list[str], env: Mapping[str, str]) -> tuple[tuple[str, ...], nodes.Placement | None]:
+    """(flags, placement): where this node sits, found on the host as `titanbench run` finds it, as the
+    placement flags `run_command` (the container's `run ...`) does not already give.
+
+    The container sees no scheduler (no SLURM_* nor PET_* variables, no scontrol): without this, every
+    node of an allocation would run as node 0 of its own job. With no scheduler here there is nothing
+    to find: the flags after `--` reach the container's `run` unchanged."""
+    if nodes.scheduler(env) is None:
+        return (), None
+    from titanbench.commands.run import run
+    from titanbench.options import RunOptions
+    from titanbench.runner import planned_nodes
+
+    try:
+        context = run.make_context("run", run_command[1:])
+    except click.ClickException as error:
+        raise TitanbenchError(f"the `titanbench run` arguments: {error.format_message()}") from None
+    params = context.params
+    explicit = nodes.Explicit(params["node_rank"], params["master_addr"], params["master_port"])
+    options = RunOptions.from_click({k: v for k, v in params.items() if k in RunOptions.model_fields})
+    placement = nodes.discover_placement(env, explicit, planned_nodes(options))
+    flags: list[str] = []
+    for name, option, field in PLACEMENT_OPTIONS:
+        if context.get_parameter_source(name) is not ParameterSource.COMMANDLINE:
+            flags += [option, str(getattr(placement, field))]
+    return tuple(flags), placement
 
 
 def say_device(device: str, why: str | None) -> None:
     """What `--device auto` chose, on stderr; said only once the inputs are good, so an error stays one line."""
     if why:
         click.echo(f"titanbench docker: --device {device} ({why})", err=True)
+
+
+def say_placement(placement: nodes.Placement | None) -> None:
+    if placement is not None:
+        click.echo(f"titanbench docker: {placement.describe()}", err=True)
 
 
 @click.command()
@@ -105,11 +146,16 @@ def docker(
     cpu), host IPC and network, RDMA devices when present, and mounts for results, assets and
     caches. Arguments after `--` go to `titanbench run` inside the container.
 
+    Under a scheduler (Slurm, Kubeflow's PET_*, JobSet), this node's placement is found here, as
+    `titanbench run` finds it, and passed in as --nodes/--node-rank/--master-addr/--master-port;
+    flags given after `--` win.
+
     \b
     Example:
       titanbench docker --model 70b --print
       titanbench docker --model 8b --assets ~/llama3-tokenizer --cache /scratch/cache
       titanbench docker --model 70b -- --nodes 32 --node-rank 0 --master-addr node001
+      srun --nodes 32 --ntasks-per-node 1 titanbench docker --model 70b
       titanbench docker --model smoke --device cpu -- --run-id first-smoke
     """
     if print_image:
@@ -147,8 +193,11 @@ def docker(
         device=device,
         run_args=run_args,
     )
+    flags, placement = host_placement(options.command(), os.environ)
+    options = dataclasses.replace(options, placement=flags)
     if print_only:
         say_device(device, why)
+        say_placement(placement)
         click.echo(container.print_line(options))
         return
     if assets_mount is not None and not staged:
@@ -162,6 +211,7 @@ def docker(
         click.echo(f"titanbench docker: using {found} (the {found_mode} build found here)", err=True)
         options = dataclasses.replace(options, image=found)
     say_device(device, why)
+    say_placement(placement)
     for directory in (results, cache):
         if directory is not None:
             directory.mkdir(parents=True, exist_ok=True)

@@ -4,7 +4,7 @@ from dataclasses import asdict
 import click
 
 from titanbench import settings
-from titanbench.doctor import FAIL, OK, WARN, run_checks
+from titanbench.doctor import FAIL, OK, WARN, plan_scales, run_checks
 from titanbench.redact import known_secrets, scrub
 
 # What proves a node beyond what doctor can read: all six configs for real, in minutes.
@@ -25,21 +25,35 @@ SMOKE_PREFLIGHT = (
     "--expect-gpus", type=click.IntRange(min=1), envvar=settings.EXPECT_GPUS, show_envvar=True,
     help="GPUs per node the plan needs (a mismatch fails); default: warn unless 8, as the reference.",
 )  # fmt: skip
-def doctor(as_json: bool, no_gpu: bool, pins_only: bool, expect_gpus: int | None) -> None:
+@click.option(
+    "--model", default="all", show_default=True, envvar=settings.MODEL, show_envvar=True,
+    help="The plan's model (id, alias, 'all' or a spec file), for the data checks.",
+)  # fmt: skip
+@click.option(
+    "--nodes", type=click.IntRange(min=1),
+    help="The plan's node count, for the data checks [default: the scheduler's, else the published one].",
+)  # fmt: skip
+def doctor(
+    as_json: bool, no_gpu: bool, pins_only: bool, expect_gpus: int | None, model: str, nodes: int | None
+) -> None:
     """Check this node before burning GPU hours; exit 1 if any check FAILs.
 
     Hardware (GPUs, NVLink, power cap, clocks, RDMA), container limits (ulimit -l, /dev/shm),
     NCCL, known-bad variables, the pinned stack, the tokenizer under ./assets, the C4 data
     (hub, or the copy named by TITANBENCH_DATASET_PATH), the Hugging Face token (never shown)
-    and free disk. The torchtitan checkout is read from TITANBENCH_TORCHTITAN_DIR.
+    and free disk. The torchtitan checkout is read from TITANBENCH_TORCHTITAN_DIR. The data checks
+    judge the plan of --model on --nodes: streaming C4 on many nodes, or a staged copy whose shard
+    count does not split evenly over the data-parallel ranks, warns.
 
     \b
     Examples:
       titanbench doctor
       titanbench doctor --no-gpu --json
       titanbench doctor --pins --no-gpu     # last step of the image build
+      titanbench doctor --model 8b --nodes 1
     """
-    checks = run_checks(gpu=not no_gpu, pins_only=pins_only, expect_gpus=expect_gpus)
+    scales = () if pins_only else tuple(plan_scales(model, nodes))
+    checks = run_checks(gpu=not no_gpu, pins_only=pins_only, expect_gpus=expect_gpus, scales=scales)
     counts = {status: sum(c.status == status for c in checks) for status in (OK, WARN, FAIL)}
     secrets = known_secrets()
     if as_json:

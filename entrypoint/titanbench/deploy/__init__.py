@@ -16,8 +16,21 @@ from titanbench.spec import MatrixSpec, load_spec
 CONTAINER_RESULTS = RESULTS_TARGET
 CONTAINER_CACHE = CACHE_TARGET
 CONTAINER_COMPILE_CACHE = f"{CACHE_TARGET}/compile"
+CONTAINER_HF_HOME = f"{CACHE_TARGET}/huggingface"
 CONTAINER_TOKENIZER = TOKENIZER_TARGET
 CONTAINER_ASSETS = "/assets"
+# Compile caches (Inductor, Triton), per node by default: hundreds of ranks compiling into one
+# directory on shared storage can stall step 1 past NCCL's init timeout. `shared` keeps them on the
+# shared cache volume, so a later job starts warm. /tmp is the container's own, on the node's disk.
+COMPILE_CACHES = ("local", "shared")
+NODE_LOCAL_COMPILE_CACHE = "/tmp/titanbench-compile"
+
+
+def compile_cache_dir(choice: str) -> str:
+    """`titanbench run --cache-dir` inside the container for `--compile-cache`."""
+    if choice not in COMPILE_CACHES:
+        raise TitanbenchError(f"unknown compile cache {choice!r}: use one of {', '.join(COMPILE_CACHES)}")
+    return NODE_LOCAL_COMPILE_CACHE if choice == "local" else CONTAINER_COMPILE_CACHE
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,23 @@ EXAMPLES: dict[str, list[str]] = {
     "k8s/llama3_70b.trainjob.yaml": ["k8s", "--model", "llama3_70b", "--flavor", "trainjob", "--image", K8S_IMAGE],
     "k8s/llama3_8b.jobset.yaml": ["k8s", "--model", "llama3_8b", "--flavor", "jobset", "--image", K8S_IMAGE],
     "k8s/llama3_70b.jobset.yaml": ["k8s", "--model", "llama3_70b", "--flavor", "jobset", "--image", K8S_IMAGE],
+    # RoCE: the RDMA device plugin's resource (NVIDIA Network Operator's shared-device plugin names it
+    # rdma/rdma_shared_device_a) and a Multus network that brings the RoCE netdev into the pod.
+    "k8s/llama3_70b.roce.trainjob.yaml": [
+        "k8s",
+        "--model",
+        "llama3_70b",
+        "--flavor",
+        "trainjob",
+        "--image",
+        K8S_IMAGE,
+        "--rdma-resource",
+        "rdma/rdma_shared_device_a=1",
+        "--network-annotation",
+        "roce-net",
+        "--toleration",
+        "nvidia.com/gpu:NoSchedule",
+    ],
 }
 
 

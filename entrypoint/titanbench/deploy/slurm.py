@@ -11,10 +11,11 @@ from dataclasses import dataclass
 from titanbench.deploy import (
     CONTAINER_ASSETS,
     CONTAINER_CACHE,
-    CONTAINER_COMPILE_CACHE,
+    CONTAINER_HF_HOME,
     CONTAINER_RESULTS,
     CONTAINER_TOKENIZER,
     Target,
+    compile_cache_dir,
 )
 from titanbench.plan import DEFAULT_MASTER_PORT
 from titanbench.staging import TOKENIZER_FILE
@@ -32,6 +33,8 @@ class SlurmOptions:
     master_port: int = DEFAULT_MASTER_PORT
     extra: tuple[str, ...] = ()
     command_line: str = ""
+    compile_cache: str = "local"
+    """`local`: each node compiles into its own /tmp; `shared`: into the shared cache directory."""
 
 
 def sbatch_directives(target: Target, options: SlurmOptions) -> list[str]:
@@ -66,6 +69,14 @@ _NETWORK_KNOBS = """\
 """
 
 
+_CACHE_NOTE = """\
+# Caches: the Hugging Face cache is named here, on the shared cache directory (a container started
+# with --no-container-mount-home has no $HOME to put it in). Compile caches (Inductor, Triton) go where
+# `titanbench run --cache-dir` says below: per node under /tmp by default, since hundreds of ranks
+# compiling into one shared directory can stall step 1 (`titanbench deploy slurm --compile-cache`).
+"""
+
+
 def _run_lines(target: Target, options: SlurmOptions, results: str, cache: str) -> list[str]:
     """`titanbench run` for every node: the topology from Slurm, node 0 and its port pinned here."""
     model = " ".join(shlex.quote(word) for word in target.run_args())
@@ -79,6 +90,7 @@ def _run_lines(target: Target, options: SlurmOptions, results: str, cache: str) 
 
 def render_sbatch(target: Target, options: SlurmOptions) -> str:
     model = target.spec
+    hf_home = CONTAINER_HF_HOME if options.image else '"$CACHE_DIR/huggingface"'
     lines = ["#!/bin/bash", *sbatch_directives(target, options)]
     lines += [
         f"# {model.title}: {target.nodes} node(s) x {target.gpus_per_node} GPUs, one `titanbench run` per node;",
@@ -111,15 +123,21 @@ def render_sbatch(target: Target, options: SlurmOptions) -> str:
         *_NETWORK_KNOBS.splitlines(),
         "",
         'mkdir -p "$RESULTS_DIR" "$CACHE_DIR"',
+        "",
+        *_CACHE_NOTE.splitlines(),
+        f"export HF_HOME={hf_home}",
+        "",
     ]
     if options.image:
         lines += _container_steps(target, options)
     else:
+        # The node-local directory is named in this script, so every node gets the same path.
+        compile_cache = '"/tmp/titanbench-$SLURM_JOB_ID"' if options.compile_cache == "local" else '"$CACHE_DIR"'
         lines += [
             "# The virtualenv must sit at the same path on every node (shared storage); torchrun comes from it.",
             'export PATH="$VENV/bin:$PATH"',
             "srun --ntasks-per-node=1 --kill-on-bad-exit=1 \\",
-            *_run_lines(target, options, '"$RESULTS_DIR"', '"$CACHE_DIR"'),
+            *_run_lines(target, options, '"$RESULTS_DIR"', compile_cache),
         ]
     return "\n".join(lines) + "\n"
 
@@ -152,5 +170,5 @@ def _container_steps(target: Target, options: SlurmOptions) -> list[str]:
         'srun --ntasks-per-node=1 "${container[@]}" true',
         "",
         'srun --ntasks-per-node=1 --kill-on-bad-exit=1 "${container[@]}" \\',
-        *_run_lines(target, options, CONTAINER_RESULTS, CONTAINER_COMPILE_CACHE),
+        *_run_lines(target, options, CONTAINER_RESULTS, compile_cache_dir(options.compile_cache)),
     ]
