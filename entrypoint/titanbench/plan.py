@@ -91,7 +91,8 @@ class ConfigPlan:
     published_tps: float | None
     workdir: str
     trainer: str
-    # torchrun's per-rank output files (--log-dir); they are scrubbed of secrets after each launch.
+    # Where torchrun's per-rank output files end up. torchrun writes them (--log-dir) into a private
+    # directory outside the results tree; the launch puts scrubbed copies here (titanbench.redact).
     rank_log_dir: str = ""
     device: str = "cuda"
     # Non-empty: the config cannot run on this device, and this is why (status `skipped`).
