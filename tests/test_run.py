@@ -82,6 +82,15 @@ def wait_for(path: Path, text: str, proc: subprocess.Popen) -> None:
         time.sleep(0.1)
 
 
+def wait_until_gone(pattern: str) -> None:
+    """Until no process has `pattern` in its command line."""
+    deadline = time.monotonic() + DRIVER_TIMEOUT
+    while any(pattern in cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+              for cmdline in Path("/proc").glob("[0-9]*/cmdline") if cmdline.exists()):  # fmt: skip
+        assert time.monotonic() < deadline, f"a process with {pattern!r} outlived its driver"
+        time.sleep(0.2)
+
+
 def one_node(tmp_path: Path, *args: str) -> list[str]:
     return ["--model", str(SPEC), "--nodes", "1", "--tp", "1", "--results", str(tmp_path / "results"),
             "--master-port", str(free_port()), *args]  # fmt: skip
@@ -600,10 +609,40 @@ def test_a_run_directory_has_one_driver_and_a_dead_ones_lock_does_not_outlive_it
     assert log.read_text().startswith(before) and not list(log.parent.glob("train.log.attempt*"))
     first.kill()
     first.wait()
-    subprocess.run(["pkill", "-f", f"--log-dir {run_dir}"], check=False)
     code, output = finish(start(tmp_path, "--resume", str(run_dir), "--master-port", str(free_port())))
     assert code == 0, output
     assert result(run_dir, "vanilla-bf16")["status"] == "ok"
+
+
+@pytest.mark.torchrun
+def test_a_token_the_trainer_leaks_is_never_in_clear_in_the_results_tree_even_after_sigkill(tmp_path):
+    """Planted: the trainer prints the token (torchrun's rank logs) and writes it into its dump folder
+    (outputs/); the driver is SIGKILLed mid-config, then the run is resumed."""
+    run_dir = tmp_path / "results" / "r"
+    ranks = run_dir / "stand_in" / "vanilla-bf16" / "ranks"
+    # Its own temp dir: the private rank-log directory, and the torchrun this test stops, are found there.
+    private = tmp_path / "tmp"
+    private.mkdir()
+    env = driver_env(STAND_IN_LEAK="vanilla-bf16", STAND_IN_HANG="vanilla-bf16", TMPDIR=str(private))
+    first = start(tmp_path, *one_node(tmp_path, "--run-id", "r", "--only", "vanilla-bf16"), env=env)
+    wait_for(run_dir / "stand_in" / "vanilla-bf16" / "train.log", "step:  1", first)
+    first.kill()
+    first.wait()
+    # torchrun stops with its driver (SIGTERM on the driver's death); the resume may take its logs after.
+    wait_until_gone(f"--log-dir {private}")
+    assert list(ranks.rglob("*")) == [], "no rank log reaches the results tree before it is scrubbed"
+
+    code, output = finish(start(tmp_path, "--resume", str(run_dir), "--master-port", str(free_port()),
+                                env=driver_env(STAND_IN_LEAK="vanilla-bf16", TMPDIR=str(private))))  # fmt: skip
+    assert code == 0, output
+    files = files_under(run_dir)
+    assert not [name for name, data in files.items() if SECRET.encode() in data]
+    leaked = [name for name in files if name.endswith(("stdout.log", "leak-rank0.txt"))]
+    # Both attempts' rank logs (the killed one's delivered by the resume) and the dump-folder file, masked.
+    launches = {name.split("/")[4] for name in leaked if name.endswith("stdout.log")}
+    assert len(launches) == 2, sorted(files)
+    assert all(b"***" in files[name] for name in leaked)
+    assert SECRET not in output
 
 
 def test_resume_with_a_corrupted_record_stops_before_touching_anything(tmp_path):
