@@ -536,3 +536,20 @@ def test_cpu_container_starts_on_this_engine(client, tmp_path, capfd):
 def test_print_never_prints_a_docker_run_line_that_cannot_work(args, message):
     result = invoke("--print", "--device", "cpu", *args)
     assert result.exit_code == 1 and result.output.startswith(message) and "docker run" not in result.output
+
+
+def test_print_masks_secret_looking_values_after_the_double_dash(no_rdma):
+    """Planted: secrets as arguments for `titanbench run`, which the printed line would show."""
+    github = "ghp_" + "aB3dE5gH7jK9mN1pQ3rS5tU7wX9yZ1bC3dE5"
+    planted = ["--run-id", "env-secret-abcdef", "SHORT_PASSWORD=abc12", github, "https://bob:pa55w0rd@host/c4"]
+    result = invoke("--print", "--model", "smoke", "--", *planted, env={"MY_SERVICE_SECRET": "env-secret-abcdef"})
+    assert result.exit_code == 0, result.output
+    for secret in ("env-secret-abcdef", "abc12", github, "pa55w0rd"):
+        assert secret not in result.output
+    assert shlex.split(result.stdout)[-5:] == [
+        "--run-id",
+        "***",
+        "SHORT_PASSWORD=***",
+        "***",
+        "https://bob:***@host/c4",
+    ]

@@ -272,7 +272,10 @@ def test_rank_logs_are_written_privately_and_reach_the_results_tree_only_scrubbe
 def test_a_driver_killed_mid_config_leaves_no_rank_log_in_clear_and_the_next_launch_delivers_it(tmp_path):
     """Planted: the driver is SIGKILLed while its torchrun has written a secret into a rank log."""
     child_pid = tmp_path / "child.pid"
-    code = LEAKING_TORCHRUN + f"import time; pathlib.Path({str(child_pid)!r}).write_text(str(os.getpid())); time.sleep(600)"
+    code = (
+        LEAKING_TORCHRUN
+        + f"import time; pathlib.Path({str(child_pid)!r}).write_text(str(os.getpid())); time.sleep(600)"
+    )
     driver = textwrap.dedent(f"""
         import io, sys, pathlib
         sys.path[:0] = {sys.path!r}

@@ -684,3 +684,23 @@ def test_a_disk_that_fills_mid_run_is_one_error_line_and_every_record_stays_whol
     run = json.loads((run_dir / "run.json").read_text())
     assert run["status"] == "interrupted" and "No space left" in run["sessions"][-1]["stopped"]
     assert not list(run_dir.rglob("*.tmp"))
+
+
+def test_a_dataset_url_with_credentials_is_refused_before_anything_is_written(tmp_path):
+    """Planted: credentials in a --dataset-path URL would be recorded in run.json and every command line."""
+    outcome = invoke(
+        *one_node(tmp_path, "--torchtitan-dir", str(tmp_path), "--dataset-path", "https://bob:pa55w0rd@h/c4")
+    )
+    assert outcome.exit_code == 1 and outcome.output.count("\n") == 1, outcome.output
+    assert "pa55w0rd" not in outcome.output and "Traceback" not in outcome.output
+    assert not (tmp_path / "results").exists()
+
+
+def test_a_dataset_url_is_recorded_as_given_not_as_a_local_path():
+    from titanbench.runner import _absolute, _from_json, _to_json
+
+    options = {"model": "smoke", "dataset_path": "hf://datasets/allenai/c4", "results": "results", "only": ()}
+    recorded = _to_json(_absolute(options))
+    assert recorded["dataset_path"] == "hf://datasets/allenai/c4"
+    assert recorded["results"] == str(Path("results").resolve())
+    assert _from_json(recorded)["dataset_path"] == "hf://datasets/allenai/c4"

@@ -32,7 +32,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TextIO
 
-from titanbench.atomic import write_text
 from titanbench.clock import utc_now
 from titanbench.logparse import iter_windows
 from titanbench.plan import ConfigPlan

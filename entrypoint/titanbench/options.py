@@ -10,6 +10,7 @@ import click
 from titanbench import settings
 from titanbench.errors import TitanbenchError
 from titanbench.plan import CPU_TRAINER, DATASETS, DEFAULT_GPU_MEM_GIB, DEFAULT_TRAINER, Locations, Overrides
+from titanbench.redact import is_url, refuse_url_credentials
 from titanbench.spec import DEVICES, MAX_GPUS_PER_NODE, MAX_NODES, MAX_STEPS, Device, MatrixSpec
 from titanbench.stats import DEFAULT_WARMUP_STEPS
 
@@ -169,6 +170,15 @@ def resolve_device(requested: str, specs: list[MatrixSpec]) -> Device:
     return "cpu"
 
 
+def _dataset_location(value: str | Path | None) -> str | None:
+    """A local path made absolute; a URL kept as given (it is no path), and refused if it holds credentials."""
+    if value is None:
+        return None
+    if is_url(str(value)):
+        return refuse_url_credentials("--dataset-path", str(value))
+    return str(Path(value).resolve())
+
+
 def overrides_from(options: dict[str, Any]) -> Overrides:
     if options["dataset_path"] and options["dataset"] == "c4_test":
         raise TitanbenchError("--dataset-path is a copy of c4: it cannot be combined with --dataset c4_test")
@@ -179,7 +189,7 @@ def overrides_from(options: dict[str, Any]) -> Overrides:
         steps=options["steps"],
         profiling=not options["no_profiling"],
         dataset=options["dataset"],
-        dataset_path=str(Path(options["dataset_path"]).resolve()) if options["dataset_path"] else None,
+        dataset_path=_dataset_location(options["dataset_path"]),
         allow_fp32=options["allow_fp32"],
         force=options["force"],
         gpu_mem_gib=options["gpu_mem_gib"],

@@ -33,7 +33,7 @@ from titanbench.plan import (
     matrix_fingerprint,
     topology_for,
 )
-from titanbench.redact import known_secrets, redact_env
+from titanbench.redact import is_url, known_secrets, redact_env
 from titanbench.spec import resolve_models
 from titanbench.stats import summarize
 
@@ -69,9 +69,14 @@ def _to_json(options: dict[str, Any]) -> dict[str, Any]:
     return {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v) for k, v in options.items()}
 
 
+def _is_path(key: str, value: Any) -> bool:
+    """A path option's value, unless it is a URL (`--dataset-path` may be one: a Path would mangle it)."""
+    return key in PATH_OPTIONS and value is not None and not is_url(str(value))
+
+
 def _absolute(options: dict[str, Any]) -> dict[str, Any]:
     """Paths made absolute (a spec file's too), so that run.json means the same from any directory."""
-    absolute = {k: Path(v).resolve() if k in PATH_OPTIONS and v is not None else v for k, v in options.items()}
+    absolute = {k: Path(v).resolve() if _is_path(k, v) else v for k, v in options.items()}
     if Path(options["model"]).is_file():
         absolute["model"] = str(Path(options["model"]).resolve())
     return absolute
@@ -80,7 +85,7 @@ def _absolute(options: dict[str, Any]) -> dict[str, Any]:
 def _from_json(recorded: dict[str, Any]) -> dict[str, Any]:
     options = dict(recorded)
     for key in PATH_OPTIONS:
-        if options.get(key) is not None:
+        if _is_path(key, options.get(key)):
             options[key] = Path(options[key])
     options["only"] = tuple(options.get("only") or ())
     return options

@@ -14,6 +14,7 @@ from titanbench.deploy import default_image, target
 from titanbench.deploy.k8s import DEFAULT_HF_SECRET, DEFAULT_RESULTS_PVC, FLAVORS, K8sOptions, render_manifest
 from titanbench.deploy.slurm import SlurmOptions, render_sbatch
 from titanbench.errors import TitanbenchError
+from titanbench.redact import redact_argv
 
 # Values written verbatim into a shell script or a #SBATCH line: no quoting, spaces or expansions.
 _PLAIN = re.compile(r"^[A-Za-z0-9_.,:@#%+=/-]+$")
@@ -73,7 +74,19 @@ def _command_line(ctx: click.Context) -> str:
             words += [param.opts[0], str(value)]
     if extra:
         words += ["--", *extra]
-    return shlex.join(words)
+    return shlex.join(redact_argv(words))
+
+
+def _masked(extra: tuple[str, ...]) -> tuple[str, ...]:
+    """The arguments for `titanbench run`, secret-looking values masked: a launch file is shared and kept."""
+    masked = tuple(redact_argv(extra))
+    if masked != extra:
+        click.echo(
+            "warning: secret-looking values after `--` are masked (***) in the file: pass secrets through "
+            "the environment instead",
+            err=True,
+        )
+    return masked
 
 
 def _emit(text: str, out: Path | None) -> None:
@@ -152,7 +165,7 @@ def slurm(model, nodes, image, sqsh, partition, account, time, no_container, ven
         partition=_plain("--partition", partition),
         account=_plain("--account", account),
         time=_slurm_time(time),
-        extra=tuple(extra),
+        extra=_masked(tuple(extra)),
         command_line=_command_line(click.get_current_context()),
     )
     _emit(render_sbatch(target(model, nodes), options), out)
@@ -206,6 +219,6 @@ def k8s(model, flavor, nodes, image, namespace, rdma_resource, results_pvc, hf_t
         rdma_resource=rdma_resource,
         results_pvc=_dns_name("--results-pvc", results_pvc),
         hf_secret=_dns_name("--hf-token-secret", hf_token_secret),
-        extra=tuple(extra),
+        extra=_masked(tuple(extra)),
     )
     _emit(render_manifest(target(model, nodes), options, _command_line(click.get_current_context())), out)
