@@ -159,7 +159,7 @@ def test_a_basic_auth_url_is_masked_by_the_catalogue_too():
 @pytest.mark.parametrize(
     "text",
     [
-        "commit 820504e20d1149fbf0b98c567af24c4b0433b22d fingerprint 1f3a9c0d5e7b2a41",
+        "commit 3f786850e387550fdab836ed7e6dc881de23001b fingerprint 1f3a9c0d5e7b2a41",
         "master 10.1.2.3:29500 step: 10  loss:  7.1234  tps: 6,567  mfu: 38.12%",
         "--job.dump_folder=/results/r/llama3_8b/async-bf16/outputs ACCESS_MODE=rw",
         "sha256:5b0b9f3c1f0a4a1c8b6a2d6f3b8c7e9d0a1b2c3d4e5f60718293a4b5c6d7e8f9",
