@@ -160,7 +160,8 @@ def test_token_from_the_environment_is_passed_by_name_only(no_rdma):
 def test_token_file_is_mounted_not_read(no_rdma, tmp_path):
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN)
-    argv = printed("--hf-token-file", str(token_file), env={"HF_TOKEN": TOKEN})
+    # The file's path in a location variable is no secret: the printed line still names it.
+    argv = printed("--hf-token-file", str(token_file), env={"HF_TOKEN": TOKEN, "HF_TOKEN_PATH": str(token_file)})
     assert f"{token_file}:{container.TOKEN_TARGET}:ro" in argv
     assert f"HF_TOKEN_PATH={container.TOKEN_TARGET}" in argv
     assert "HF_TOKEN" not in argv and TOKEN not in " ".join(argv)

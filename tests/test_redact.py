@@ -126,6 +126,12 @@ def test_what_escaped_masking_before(text, masked):
     assert redact_value(text).endswith(masked)
 
 
+def test_a_variable_naming_where_a_secret_is_keeps_its_value():
+    assert redact_value("-e HF_TOKEN_PATH=/run/secrets/hf_token SSL_KEY_FILE=/etc/k") == (
+        "-e HF_TOKEN_PATH=/run/secrets/hf_token SSL_KEY_FILE=/etc/k"
+    )
+
+
 def test_flags_and_plain_urls_are_left_alone():
     text = "--model.tokenizer_path=./assets/tokenizer https://user@host/x NCCL_IB_HCA=mlx5_0 ssh://git@github.com"
     assert redact_value(text) == text

@@ -47,6 +47,8 @@ _URL_TOKEN_USER = re.compile(r"(?<=://)([^/\s:@]{16,})@")
 _SECRET_ASSIGNMENT = re.compile(r"(?<![\w.-])([A-Z_][A-Z0-9_]*)=([^\s'\"]+)")
 # Hugging Face user access tokens, masked even when they sit under an innocent name.
 _HF_TOKEN_SHAPE = re.compile(r"\bhf_[A-Za-z0-9]{30,}\b")
+# Names that say where a secret is, not what it is (HF_TOKEN_PATH=/run/secrets/hf_token): kept in `NAME=value`.
+_LOCATION_SUFFIXES = ("_PATH", "_FILE", "_DIR")
 _URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 # detect-secrets' format detectors (module, class) whose patterns mask. Left out: its entropy and
@@ -95,11 +97,15 @@ def is_secret_name(name: str) -> bool:
     return any(part in _SECRET_PARTS for part in re.split(r"[^A-Z0-9]+", upper))
 
 
+def _holds_a_secret(name: str) -> bool:
+    return is_secret_name(name) and not name.endswith(_LOCATION_SUFFIXES)
+
+
 def redact_value(value: str) -> str:
     """`value` with URL credentials, secret-named assignments and credential-shaped strings masked."""
     value = _URL_PASSWORD.sub(rf"\1:{MASK}@", value)
     value = _URL_TOKEN_USER.sub(f"{MASK}@", value)
-    value = _SECRET_ASSIGNMENT.sub(lambda m: f"{m[1]}={MASK}" if is_secret_name(m[1]) else m[0], value)
+    value = _SECRET_ASSIGNMENT.sub(lambda m: f"{m[1]}={MASK}" if _holds_a_secret(m[1]) else m[0], value)
     value = _HF_TOKEN_SHAPE.sub(MASK, value)
     for pattern in catalogue_patterns():
         value = pattern.sub(MASK, value)
@@ -116,7 +122,7 @@ def redact_env(env: Mapping[str, str]) -> dict[str, str]:
 def known_secrets(env: Mapping[str, str] | None = None) -> list[str]:
     """Secret values in `env` (default os.environ), the token file's content and huggingface_hub's stored token."""
     env = os.environ if env is None else env
-    found = {value.strip() for name, value in env.items() if is_secret_name(name)}
+    found = {value.strip() for name, value in env.items() if _holds_a_secret(name)}
     for var in TOKEN_FILE_VARS:
         if env.get(var):
             # Unreadable or not UTF-8: not a token this process could have used, and no reason to crash.
