@@ -209,3 +209,14 @@ def test_scrub_tree_rewrites_only_files_holding_a_secret_and_keeps_binary_bytes(
     assert (tmp_path / "sub" / "trace.json").read_text() == '{"a": "***"}'
     assert (tmp_path / "events.bin").read_bytes() == b"\x00\xff***\x80"
     assert clean.stat().st_mtime_ns == before
+
+
+def test_scrub_tree_looks_for_known_values_in_large_files_too(tmp_path, monkeypatch):
+    from titanbench import redact
+
+    monkeypatch.setattr(redact, "SHAPE_SCAN_BYTES", 64)
+    big = tmp_path / "trace.json"
+    big.write_text("x" * 100 + " s3cr3t-value-123 " + CATALOGUED["github"])
+    scrub_tree(tmp_path, ["s3cr3t-value-123"])
+    # Once a known value makes the file rewritten, the whole of it is scrubbed, shapes included.
+    assert big.read_text() == "x" * 100 + " *** ***"

@@ -36,6 +36,8 @@ TOKEN_FILE_VARS = (settings.HF_TOKEN_FILE, "HF_TOKEN_PATH")
 # Values shorter than this are flags ("1", "true"), not credentials; replacing them in free text
 # would garble every number in the output.
 MIN_SECRET_LENGTH = 6
+# Files in the results tree larger than this are searched for known secret values only (see scrub_tree).
+SHAPE_SCAN_BYTES = 16 * 2**20
 
 _SECRET_WORDS = ("TOKEN", "SECRET", "PASSWORD", "PASSWD", "PASSPHRASE", "CREDENTIAL", "APIKEY", "PRIVATE")
 _SECRET_PARTS = {"KEY", "PASS", "AUTH", "COOKIE", "SIGNATURE"}
@@ -182,14 +184,17 @@ def _byte_shapes() -> tuple[re.Pattern[bytes], ...]:
 
 
 def _may_hold_secret(path: Path, secrets: Sequence[str]) -> bool:
-    """A scan of the file in place (mapped, not read: profiler traces run to hundreds of MB)."""
+    """A scan of the file in place (mapped, not read: profiler traces run to hundreds of MB). Known secret
+    values are looked for everywhere; credential shapes only in files up to SHAPE_SCAN_BYTES (a regex scan
+    runs at a few MB/s, too slow for gigabytes of traces after every config)."""
     with path.open("rb") as handle:
-        if not os.fstat(handle.fileno()).st_size:
+        size = os.fstat(handle.fileno()).st_size
+        if not size:
             return False
         with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
             if any(data.find(secret.encode()) >= 0 for secret in secrets):
                 return True
-            return any(pattern.search(data) for pattern in _byte_shapes())
+            return size <= SHAPE_SCAN_BYTES and any(pattern.search(data) for pattern in _byte_shapes())
 
 
 def _scrubbed_bytes(data: bytes, secrets: Sequence[str]) -> bytes:
@@ -202,7 +207,8 @@ def _files(root: Path) -> Iterator[Path]:
 
 
 def scrub_tree(root: Path, secrets: Sequence[str]) -> None:
-    """Rewrite (atomically) every file under `root` that holds a secret, with the secret masked."""
+    """Rewrite (atomically) every file under `root` that holds a secret, with the secret masked: any known
+    secret value; a credential shape (scrub) in files up to SHAPE_SCAN_BYTES."""
     if not root.is_dir():
         return
     for path in _files(root):
