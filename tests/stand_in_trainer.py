@@ -12,6 +12,7 @@ rank, in the exact upstream format, at step 1 and every 10 steps. It misbehaves 
     STAND_IN_NAN     log a NaN loss
     STAND_IN_IGNORE_SIGTERM   ignore SIGTERM (a worker slow to stop: only SIGKILL ends it)
     STAND_IN_SOCKETS   with NCCL_DEBUG=INFO, log NCCL's fall-back to TCP sockets instead of InfiniBand
+    STAND_IN_LEAK    print $HF_TOKEN (into torchrun's rank logs and console) and write it into the dump folder
 
 With NCCL_DEBUG=INFO (as the plan sets it for multi-node configs) it prints the lines NCCL prints at
 initialisation that name the network and each connection through it, in NCCL's format.
@@ -74,6 +75,12 @@ def main(argv: list[str]) -> int:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _log(f"Starting job: stand-in trainer for {config}")
     _log(f"Inductor cache: {os.environ.get('TORCHINDUCTOR_CACHE_DIR')}")
+    if _told("STAND_IN_LEAK", config):
+        token = os.environ.get("HF_TOKEN", "")
+        _log(f"stand-in trainer: leaking the token as told (STAND_IN_LEAK): {token}")
+        dump = Path(_flag(argv, "--job.dump_folder", "outputs"))
+        dump.mkdir(parents=True, exist_ok=True)
+        (dump / f"leak-rank{os.environ.get('RANK', '0')}.txt").write_text(token)
 
     import torch
     import torch.distributed as dist

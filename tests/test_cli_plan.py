@@ -221,3 +221,15 @@ def test_the_smoke_has_no_published_tps_so_no_estimate():
 def test_values_outside_any_real_run_are_refused_where_they_enter(args, message):
     result = invoke("--model", "8b", *args)
     assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+
+
+def test_a_dataset_url_stays_a_url_and_one_with_credentials_is_refused_without_showing_them():
+    """Planted: credentials in a URL given to --dataset-path (made an absolute local path before)."""
+    result = invoke("--model", "8b", "--format", "json", "--dataset-path", "hf://datasets/allenai/c4")
+    assert result.exit_code == 0, result.output
+    flags = json.loads(result.stdout)["configs"][0]["torchtitan_args"]
+    assert "--training.dataset_path=hf://datasets/allenai/c4" in flags
+    refused = invoke("--model", "8b", "--dataset-path", "https://bob:pa55w0rd@data.example/c4")
+    assert refused.exit_code == 1 and refused.output.count("\n") == 1
+    assert refused.output.startswith("Error: --dataset-path https://***@data.example/c4: a URL with credentials")
+    assert "pa55w0rd" not in refused.output

@@ -371,3 +371,16 @@ def test_an_image_reference_kubernetes_could_not_pull_is_refused(image):
 )
 def test_real_image_references_pass(image):
     assert f"image: {image}" in invoke("--model", "8b", "--flavor", "jobset", "--image", image).output
+
+
+def test_cli_masks_secret_looking_values_after_the_double_dash(tmp_path):
+    """Planted: secrets after `--`, in the manifest's header and in every pod's command."""
+    github = "ghp_" + "aB3dE5gH7jK9mN1pQ3rS5tU7wX9yZ1bC3dE5"
+    out = tmp_path / "job.yaml"
+    result = invoke("--model", "8b", "--flavor", "jobset", "--out", str(out), "--", "--run-id", github, "X_TOKEN=abc12")
+    assert result.exit_code == 0, result.output
+    text = out.read_text()
+    assert github not in text and "abc12" not in text
+    assert text.startswith(
+        "# Rendered by: titanbench deploy k8s --model 8b --flavor jobset -- --run-id '***' 'X_TOKEN=***'"
+    )

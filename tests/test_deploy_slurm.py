@@ -343,3 +343,19 @@ def test_values_the_script_could_not_use_are_refused(args, message):
 @pytest.mark.parametrize("time", ["90", "30:00", "04:00:00", "2-00", "1-04:00", "1-04:00:00", "UNLIMITED"])
 def test_every_slurm_time_form_is_accepted(time):
     assert f"#SBATCH --time={time}" in invoke("--model", "8b", "--time", time).output
+
+
+def test_cli_masks_secret_looking_values_in_the_comment_and_the_command(tmp_path, monkeypatch):
+    """Planted: secrets after `--`, which the script would hold twice (`# Rendered by:` and the command)."""
+    monkeypatch.setenv("MY_SERVICE_SECRET", "env-secret-abcdef")
+    github = "ghp_" + "aB3dE5gH7jK9mN1pQ3rS5tU7wX9yZ1bC3dE5"
+    out = tmp_path / "job.sbatch"
+    planted = ["--run-id", "env-secret-abcdef", "SHORT_PASSWORD=abc12", github, "https://bob:pa55w0rd@host/c4"]
+    result = invoke("--model", "8b", "--out", str(out), "--", *planted)
+    assert result.exit_code == 0, result.output
+    text = out.read_text()
+    for secret in ("env-secret-abcdef", "abc12", github, "pa55w0rd"):
+        assert secret not in text and secret not in result.output
+    masked = "--run-id '***' 'SHORT_PASSWORD=***' '***' 'https://bob:***@host/c4'"
+    assert f"-- {masked}" in text and f" {masked}\n" in text
+    assert "warning: secret-looking values after `--` are masked" in result.stderr

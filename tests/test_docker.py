@@ -240,7 +240,8 @@ def test_token_from_the_environment_is_passed_by_name_only(no_rdma):
 def test_token_file_is_mounted_not_read(no_rdma, tmp_path):
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN)
-    argv = printed("--hf-token-file", str(token_file), env={"HF_TOKEN": TOKEN})
+    # The file's path in a location variable is no secret: the printed line still names it.
+    argv = printed("--hf-token-file", str(token_file), env={"HF_TOKEN": TOKEN, "HF_TOKEN_PATH": str(token_file)})
     assert f"{token_file}:{container.TOKEN_TARGET}:ro" in argv
     assert f"HF_TOKEN_PATH={container.TOKEN_TARGET}" in argv
     assert "HF_TOKEN" not in argv and TOKEN not in " ".join(argv)
@@ -616,3 +617,20 @@ def test_cpu_container_starts_on_this_engine(client, tmp_path, capfd):
 def test_print_never_prints_a_docker_run_line_that_cannot_work(args, message):
     result = invoke("--print", "--device", "cpu", *args)
     assert result.exit_code == 1 and result.output.startswith(message) and "docker run" not in result.output
+
+
+def test_print_masks_secret_looking_values_after_the_double_dash(no_rdma):
+    """Planted: secrets as arguments for `titanbench run`, which the printed line would show."""
+    github = "ghp_" + "aB3dE5gH7jK9mN1pQ3rS5tU7wX9yZ1bC3dE5"
+    planted = ["--run-id", "env-secret-abcdef", "SHORT_PASSWORD=abc12", github, "https://bob:pa55w0rd@host/c4"]
+    result = invoke("--print", "--model", "smoke", "--", *planted, env={"MY_SERVICE_SECRET": "env-secret-abcdef"})
+    assert result.exit_code == 0, result.output
+    for secret in ("env-secret-abcdef", "abc12", github, "pa55w0rd"):
+        assert secret not in result.output
+    assert shlex.split(result.stdout)[-5:] == [
+        "--run-id",
+        "***",
+        "SHORT_PASSWORD=***",
+        "***",
+        "https://bob:***@host/c4",
+    ]

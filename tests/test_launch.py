@@ -7,6 +7,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -46,10 +47,14 @@ NO_LIMITS = Limits()
 
 
 def run(code: str, tmp_path: Path, limits: Limits = NO_LIMITS, stop: Stop | None = None, **kwargs):
+    return run_plan(plan_running(code, tmp_path), tmp_path, limits, stop, **kwargs)
+
+
+def run_plan(plan: ConfigPlan, tmp_path: Path, limits: Limits = NO_LIMITS, stop: Stop | None = None, **kwargs):
     log = tmp_path / "m" / "c" / "train.log"
     out = io.StringIO()
     outcome = launch(
-        plan_running(code, tmp_path),
+        plan,
         log,
         limits,
         stop or Stop(),
@@ -208,21 +213,113 @@ def test_torchrun_does_not_inherit_pet_defaults(tmp_path):
     assert "PET: [] yes" in log
 
 
-def test_rank_log_files_are_scrubbed_of_secrets(tmp_path):
-    ranks = tmp_path / "ranks"
-    code = f"""
-        import pathlib
-        rank = pathlib.Path({str(ranks)!r}) / "attempt_0" / "1"
-        rank.mkdir(parents=True)
-        (rank / "stdout.log").write_text("token hf_rankSecret42 seen\\n")
-        (rank / "stderr.log").write_text("nothing to hide\\n")
-    """
+SECRET = "hf_rankSecret42"
+# A fake torchrun: it writes its rank log where `--log-dir` says, and a trace into the dump folder.
+LEAKING_TORCHRUN = textwrap.dedent(f"""
+    import os, pathlib, sys
+    log_dir = pathlib.Path(sys.argv[sys.argv.index("--log-dir") + 1])
+    rank = log_dir / "run_x" / "attempt_0" / "1"
+    rank.mkdir(parents=True)
+    (rank / "stdout.log").write_text("token {SECRET} seen\\n")
+    (rank / "stderr.log").write_text("nothing to hide\\n")
+    dump = pathlib.Path(sys.argv[sys.argv.index("--dump") + 1])
+    dump.mkdir(parents=True)
+    (dump / "trace.json").write_text('{{"args": "{SECRET}"}}')
+    (dump / "events.bin").write_bytes(b"\\xff\\x00{SECRET}\\xfe")
+    print("log-dir", log_dir, oct(os.stat(log_dir.parent).st_mode & 0o777), flush=True)
+""")
+
+
+@pytest.fixture(autouse=True)
+def private_tmp(tmp_path, monkeypatch):
+    """The private rank-log directory under this test's own temp dir (subprocess drivers too)."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    return tmp
+
+
+def plan_with_rank_logs(code: str, tmp_path: Path) -> ConfigPlan:
+    """A config whose results folder is tmp_path/results/m/c, launched with torchrun's --log-dir."""
     plan = plan_running(code, tmp_path)
-    plan.rank_log_dir = str(ranks)
-    out = io.StringIO()
-    launch(plan, tmp_path / "train.log", NO_LIMITS, Stop(), Progress(out, 1, 1, "m/c", 20), secrets=["hf_rankSecret42"])
-    assert (ranks / "attempt_0" / "1" / "stdout.log").read_text() == "token *** seen\n"
-    assert (ranks / "attempt_0" / "1" / "stderr.log").read_text() == "nothing to hide\n"
+    folder = tmp_path / "results" / "m" / "c"
+    plan.rank_log_dir = str(folder / "ranks" / "node0")
+    plan.launcher_argv += ["--log-dir", plan.rank_log_dir, "--dump", str(folder / "outputs")]
+    plan.torchtitan_args = [f"--job.dump_folder={folder / 'outputs'}"]
+    return plan
+
+
+def secrets_under(root: Path) -> list[str]:
+    return [str(p) for p in root.rglob("*") if p.is_file() and SECRET.encode() in p.read_bytes()]
+
+
+def test_rank_logs_are_written_privately_and_reach_the_results_tree_only_scrubbed(tmp_path, private_tmp):
+    outcome, log, _ = run_plan(plan_with_rank_logs(LEAKING_TORCHRUN, tmp_path), tmp_path, secrets=[SECRET])
+    assert outcome.status == "ok", log
+    folder = tmp_path / "results" / "m" / "c"
+    _, log_dir, mode = next(line for line in log.splitlines() if line.startswith("log-dir")).split()
+    assert Path(log_dir).is_relative_to(private_tmp) and mode == "0o700"
+    assert not Path(log_dir).exists(), "the private copy is removed once delivered"
+    ranks = folder / "ranks" / "node0" / "run_x" / "attempt_0" / "1"
+    assert (ranks / "stdout.log").read_text() == "token *** seen\n"
+    assert (ranks / "stderr.log").read_text() == "nothing to hide\n"
+    assert (folder / "outputs" / "trace.json").read_text() == '{"args": "***"}'
+    # Bytes that are not text stay as they were around the mask.
+    assert (folder / "outputs" / "events.bin").read_bytes() == b"\xff\x00***\xfe"
+    assert secrets_under(tmp_path) == []
+
+
+def test_a_driver_killed_mid_config_leaves_no_rank_log_in_clear_and_the_next_launch_delivers_it(tmp_path):
+    """Planted: the driver is SIGKILLed while its torchrun has written a secret into a rank log."""
+    child_pid = tmp_path / "child.pid"
+    code = (
+        LEAKING_TORCHRUN
+        + f"import time; pathlib.Path({str(child_pid)!r}).write_text(str(os.getpid())); time.sleep(600)"
+    )
+    driver = textwrap.dedent(f"""
+        import io, sys, pathlib
+        sys.path[:0] = {sys.path!r}
+        from test_launch import plan_with_rank_logs, NO_LIMITS, SECRET
+        from titanbench.launch import Progress, Stop, launch
+        tmp = pathlib.Path({str(tmp_path)!r})
+        launch(plan_with_rank_logs({code!r}, tmp), tmp / "train.log",
+               NO_LIMITS, Stop(), Progress(io.StringIO(), 1, 1, "m/c", 20), secrets=[SECRET])
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", driver])
+    deadline = time.monotonic() + 60
+    while not (child_pid.exists() and child_pid.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    pid = int(child_pid.read_text())
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 30
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    results = tmp_path / "results"
+    assert secrets_under(results / "m" / "c" / "ranks") == []
+
+    # The next launch (any config) scrubs what the dead driver left and removes its private copy.
+    outcome, _, _ = run_plan(plan_running("print('next')", tmp_path), tmp_path, secrets=[SECRET])
+    assert outcome.status == "ok"
+    assert (results / "m" / "c" / "ranks" / "node0" / "run_x" / "attempt_0" / "1" / "stdout.log").read_text() == (
+        "token *** seen\n"
+    )
+    assert secrets_under(results) == []
+    assert list((tmp_path / "tmp" / f"titanbench-{os.getuid()}").iterdir()) == []
+
+
+def test_leftovers_of_a_running_torchrun_are_not_taken(tmp_path, private_tmp):
+    """A private directory whose torchrun still holds the lock belongs to a live launch."""
+    from titanbench.redact import private_rank_logs, recover_rank_logs
+
+    ranks = tmp_path / "results" / "m" / "c" / "ranks" / "node0"
+    ranks.parent.mkdir(parents=True)
+    with private_rank_logs(ranks, None, [SECRET]) as private:
+        (private.logs / "0.log").write_text(f"{SECRET}\n")
+        recover_rank_logs([SECRET])
+        assert (private.logs / "0.log").exists() and not ranks.exists()
+    assert (ranks / "0.log").read_text() == "***\n"
 
 
 def test_torchrun_dies_with_a_driver_killed_by_sigkill(tmp_path):

@@ -350,3 +350,9 @@ def test_multi_node_gpu_configs_log_nccls_network_choice_with_the_reason(locatio
     # One node has no network between nodes to prove; the CPU smoke talks gloo, not NCCL.
     for plan in [*plans_for("8b", locations, nodes=1, tp=4), *smoke_plans(locations, "cpu", nodes=2)]:
         assert "NCCL_DEBUG" not in plan.env and not plan.checks_transport
+
+
+def test_only_a_local_dataset_copy_sets_the_hub_offline(locations):
+    [remote] = plans_for("70b", locations, dataset_path="https://mirror.example/c4")[:1]
+    assert "--training.dataset_path=https://mirror.example/c4" in remote.torchtitan_args
+    assert "HF_HUB_OFFLINE" not in remote.env and remote.env["HF_HUB_DOWNLOAD_TIMEOUT"]

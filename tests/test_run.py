@@ -85,6 +85,15 @@ def wait_for(path: Path, text: str, proc: subprocess.Popen) -> None:
         time.sleep(0.1)
 
 
+def wait_until_gone(pattern: str) -> None:
+    """Until no process has `pattern` in its command line."""
+    deadline = time.monotonic() + DRIVER_TIMEOUT
+    while any(pattern in cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+              for cmdline in Path("/proc").glob("[0-9]*/cmdline") if cmdline.exists()):  # fmt: skip
+        assert time.monotonic() < deadline, f"a process with {pattern!r} outlived its driver"
+        time.sleep(0.2)
+
+
 def one_node(tmp_path: Path, *args: str) -> list[str]:
     return ["--model", str(SPEC), "--nodes", "1", "--tp", "1", "--results", str(tmp_path / "results"),
             "--master-port", str(free_port()), *args]  # fmt: skip
@@ -693,10 +702,40 @@ def test_a_run_directory_has_one_driver_and_a_dead_ones_lock_does_not_outlive_it
     assert log.read_text().startswith(before) and not list(log.parent.glob("train.log.attempt*"))
     first.kill()
     first.wait()
-    subprocess.run(["pkill", "-f", f"--log-dir {run_dir}"], check=False)
     code, output = finish(start(tmp_path, "--resume", str(run_dir), "--master-port", str(free_port())))
     assert code == 0, output
     assert result(run_dir, "vanilla-bf16")["status"] == "ok"
+
+
+@pytest.mark.torchrun
+def test_a_token_the_trainer_leaks_is_never_in_clear_in_the_results_tree_even_after_sigkill(tmp_path):
+    """Planted: the trainer prints the token (torchrun's rank logs) and writes it into its dump folder
+    (outputs/); the driver is SIGKILLed mid-config, then the run is resumed."""
+    run_dir = tmp_path / "results" / "r"
+    ranks = run_dir / "stand_in" / "vanilla-bf16" / "ranks"
+    # Its own temp dir: the private rank-log directory, and the torchrun this test stops, are found there.
+    private = tmp_path / "tmp"
+    private.mkdir()
+    env = driver_env(STAND_IN_LEAK="vanilla-bf16", STAND_IN_HANG="vanilla-bf16", TMPDIR=str(private))
+    first = start(tmp_path, *one_node(tmp_path, "--run-id", "r", "--only", "vanilla-bf16"), env=env)
+    wait_for(run_dir / "stand_in" / "vanilla-bf16" / "train.log", "step:  1", first)
+    first.kill()
+    first.wait()
+    # torchrun stops with its driver (SIGTERM on the driver's death); the resume may take its logs after.
+    wait_until_gone(f"--log-dir {private}")
+    assert list(ranks.rglob("*")) == [], "no rank log reaches the results tree before it is scrubbed"
+
+    code, output = finish(start(tmp_path, "--resume", str(run_dir), "--master-port", str(free_port()),
+                                env=driver_env(STAND_IN_LEAK="vanilla-bf16", TMPDIR=str(private))))  # fmt: skip
+    assert code == 0, output
+    files = files_under(run_dir)
+    assert not [name for name, data in files.items() if SECRET.encode() in data]
+    leaked = [name for name in files if name.endswith(("stdout.log", "leak-rank0.txt"))]
+    # Both attempts' rank logs (the killed one's delivered by the resume) and the dump-folder file, masked.
+    launches = {name.split("/")[4] for name in leaked if name.endswith("stdout.log")}
+    assert len(launches) == 2, sorted(files)
+    assert all(b"***" in files[name] for name in leaked)
+    assert SECRET not in output
 
 
 def test_resume_with_a_corrupted_record_stops_before_touching_anything(tmp_path):
@@ -738,3 +777,23 @@ def test_a_disk_that_fills_mid_run_is_one_error_line_and_every_record_stays_whol
     run = json.loads((run_dir / "run.json").read_text())
     assert run["status"] == "interrupted" and "No space left" in run["sessions"][-1]["stopped"]
     assert not list(run_dir.rglob("*.tmp"))
+
+
+def test_a_dataset_url_with_credentials_is_refused_before_anything_is_written(tmp_path):
+    """Planted: credentials in a --dataset-path URL would be recorded in run.json and every command line."""
+    outcome = invoke(
+        *one_node(tmp_path, "--torchtitan-dir", str(tmp_path), "--dataset-path", "https://bob:pa55w0rd@h/c4")
+    )
+    assert outcome.exit_code == 1 and outcome.output.count("\n") == 1, outcome.output
+    assert "pa55w0rd" not in outcome.output and "Traceback" not in outcome.output
+    assert not (tmp_path / "results").exists()
+
+
+def test_a_dataset_url_is_recorded_as_given_not_as_a_local_path():
+    from titanbench.runner import _absolute, _from_json, _to_json
+
+    options = {"model": "smoke", "dataset_path": "hf://datasets/allenai/c4", "results": "results", "only": ()}
+    recorded = _to_json(_absolute(options))
+    assert recorded["dataset_path"] == "hf://datasets/allenai/c4"
+    assert recorded["results"] == str(Path("results").resolve())
+    assert _from_json(recorded)["dataset_path"] == "hf://datasets/allenai/c4"

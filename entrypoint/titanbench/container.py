@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from titanbench.errors import TitanbenchError
 from titanbench.pins import pins
+from titanbench.redact import redact_argv
 
 if TYPE_CHECKING:
     from docker import DockerClient
@@ -175,7 +176,7 @@ def docker_run_argv(options: LaunchOptions) -> list[str]:
 
 
 def print_line(options: LaunchOptions) -> str:
-    return shlex.join(docker_run_argv(options))
+    return shlex.join(redact_argv(docker_run_argv(options)))
 
 
 def _docker_sdk():  # type: ignore[no-untyped-def]

@@ -32,11 +32,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TextIO
 
-from titanbench.atomic import write_text
 from titanbench.clock import utc_now
 from titanbench.logparse import iter_windows
 from titanbench.plan import ConfigPlan
-from titanbench.redact import scrub
+from titanbench.redact import PrivateRankLogs, private_rank_logs, recover_rank_logs, scrub
+from titanbench.spec import flag_value
 
 TAIL_LINES = 30
 # One log_tail entry (result.json) holds at most this many characters of a line.
@@ -78,17 +78,6 @@ def _child_environment(base: Mapping[str, str], plan_env: Mapping[str, str]) -> 
     """The driver's environment minus PET_* (torchrun reads PET_<OPTION> as option defaults, so an elastic
     PyTorchJob's PET_RDZV_* or PET_MAX_RESTARTS would change the plan's launch), plus the plan's env."""
     return {**{k: v for k, v in base.items() if not k.startswith("PET_")}, **plan_env}
-
-
-def scrub_tree(root: Path, secrets: list[str]) -> None:
-    """Rewrite any file under root that holds a secret, with the secret masked (torchrun's per-rank files)."""
-    if not secrets or not root.is_dir():
-        return
-    for path in root.rglob("*"):
-        if path.is_file():
-            text = path.read_text(encoding="utf-8", errors="replace")
-            if any(secret in text for secret in secrets):
-                write_text(path, scrub(text, secrets))
 
 
 class Stop:
@@ -454,12 +443,25 @@ class _Reader(threading.Thread):
         self.error = self.error or f"{type(exc).__name__}: {exc}"
 
 
-def launcher_command(plan: ConfigPlan) -> list[str]:
-    """The plan's torchrun argv, run as `python -m torch.distributed.run` of the driver's own interpreter."""
-    argv = plan.launcher_argv
+def launcher_command(plan: ConfigPlan, log_dir: Path | None = None) -> list[str]:
+    """The plan's torchrun argv, run as `python -m torch.distributed.run` of the driver's own interpreter,
+    with torchrun's `--log-dir` moved to `log_dir` if given."""
+    argv = [str(log_dir) if log_dir and before == "--log-dir" else arg for before, arg in _pairs(plan.launcher_argv)]
     if argv[0] == "torchrun":
         return [sys.executable, "-m", "torch.distributed.run", *argv[1:]]
-    return list(argv)
+    return argv
+
+
+def _pairs(argv: list[str]) -> list[tuple[str, str]]:
+    return list(zip(["", *argv], argv, strict=False))
+
+
+def _rank_logs(plan: ConfigPlan, secrets: list[str]) -> contextlib.AbstractContextManager[PrivateRankLogs | None]:
+    """torchrun's rank logs go to a private directory; scrubbed copies reach the results tree after."""
+    if not plan.rank_log_dir:
+        return contextlib.nullcontext()
+    dump_folder = flag_value(plan.torchtitan_args, "--job.dump_folder")
+    return private_rank_logs(Path(plan.rank_log_dir), Path(dump_folder) if dump_folder else None, secrets)
 
 
 def launch(
@@ -482,11 +484,14 @@ def launch(
     for directory in plan.make_dirs:
         Path(directory).mkdir(parents=True, exist_ok=True)
     env = _child_environment(os.environ if environ is None else environ, plan.env)
+    recover_rank_logs(secrets)
     started_at, started = utc_now(), time.monotonic()
-    with open(log_file, "w", encoding="utf-8") as log, _subreaper():
+    with _rank_logs(plan, secrets) as private, open(log_file, "w", encoding="utf-8") as log, _subreaper():
         config = _Config()
         proc = subprocess.Popen(
-            launcher_command(plan),
+            launcher_command(plan, private.logs if private else None),
+            # torchrun holds the private directory's lock too: it stays taken until torchrun is gone.
+            pass_fds=(private.lock_fd,) if private else (),
             cwd=plan.workdir,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -508,8 +513,6 @@ def launch(
             config.sweep(min(limits.grace_period, SWEEP_GRACE_SECONDS))
             config.end()
         reader.join(timeout=5)
-    if plan.rank_log_dir:
-        scrub_tree(Path(plan.rank_log_dir), secrets)
     returncode = proc.returncode
     if status == "ok" and returncode != 0:
         status = "failed"

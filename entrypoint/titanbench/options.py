@@ -23,6 +23,7 @@ from titanbench.plan import (
     Locations,
     Overrides,
 )
+from titanbench.redact import is_url, refuse_url_credentials
 from titanbench.spec import DEVICES, MAX_GPUS_PER_NODE, MAX_NODES, MAX_STEPS, Device, MatrixSpec, describe_error
 from titanbench.stats import DEFAULT_WARMUP_STEPS
 
@@ -207,7 +208,7 @@ class RunOptions(BaseModel):
     steps: int | None = Field(default=None, ge=1, le=MAX_STEPS)
     no_profiling: bool = False
     dataset: Dataset | None = None
-    dataset_path: Path | None = None
+    dataset_path: str | None = None  # a local path, or a URL (no Path: it would mangle `//`)
     allow_fp32: bool = False
     gpu_mem_gib: float = Field(default=DEFAULT_GPU_MEM_GIB, ge=1, le=MAX_GPU_MEM_GIB, allow_inf_nan=False)
     force: bool = False
@@ -231,11 +232,20 @@ class RunOptions(BaseModel):
         """Paths made absolute (a spec file's too), so that run.json means the same from any directory."""
         paths = {
             name: value.resolve()
-            for name in ("dataset_path", "torchtitan_dir", "results", "cache_dir", "trace_dir")
+            for name in ("torchtitan_dir", "results", "cache_dir", "trace_dir")
             if isinstance(value := getattr(self, name), Path)
         }
         model = str(Path(self.model).resolve()) if Path(self.model).is_file() else self.model
-        return self.model_copy(update={**paths, "model": model})
+        return self.model_copy(update={**paths, "model": model, "dataset_path": _dataset_location(self.dataset_path)})
+
+
+def _dataset_location(value: str | None) -> str | None:
+    """A local path made absolute; a URL kept as given (it is no path), and refused if it holds credentials."""
+    if value is None:
+        return None
+    if is_url(value):
+        return refuse_url_credentials("--dataset-path", value)
+    return str(Path(value).resolve())
 
 
 def overrides_from(options: RunOptions) -> Overrides:
@@ -248,7 +258,7 @@ def overrides_from(options: RunOptions) -> Overrides:
         steps=options.steps,
         profiling=not options.no_profiling,
         dataset=options.dataset,
-        dataset_path=str(options.dataset_path.resolve()) if options.dataset_path else None,
+        dataset_path=_dataset_location(options.dataset_path),
         allow_fp32=options.allow_fp32,
         force=options.force,
         gpu_mem_gib=options.gpu_mem_gib,

@@ -17,6 +17,7 @@ from typing import Literal, get_args
 
 from titanbench.cpu_trainer import SUBSTITUTIONS, SUBSTITUTIONS_ENV
 from titanbench.errors import TitanbenchError
+from titanbench.redact import is_url
 from titanbench.spec import STEPS_FLAG, TP_DEGREE_FLAG, ConfigSpec, Device, MatrixSpec, Topology, flag_value
 
 DEFAULT_TRAINER = "torchtitan.train"
@@ -97,7 +98,8 @@ class ConfigPlan:
     published_tps: float | None
     workdir: str
     trainer: str
-    # torchrun's per-rank output files (--log-dir); they are scrubbed of secrets after each launch.
+    # Where torchrun's per-rank output files end up. torchrun writes them (--log-dir) into a private
+    # directory outside the results tree; the launch puts scrubbed copies here (titanbench.redact).
     rank_log_dir: str = ""
     device: str = "cuda"
     # Non-empty: the config cannot run on this device, and this is why (status `skipped`).
@@ -236,7 +238,9 @@ def _bundle_flags(spec: MatrixSpec, config: ConfigSpec, locations: Locations, ov
 def _env(spec: MatrixSpec, config: ConfigSpec, locations: Locations, args: list[str], device: Device, nodes: int):
     cache = locations.cache_root / spec.model / config.id
     dataset = flag_value(args, "--training.dataset")
-    local_data = bool(flag_value(args, "--training.dataset_path")) or dataset == "c4_test"
+    dataset_path = flag_value(args, "--training.dataset_path")
+    # A URL (e.g. a mirror of the hub) is read over the network: only a local copy means offline.
+    local_data = bool(dataset_path and not is_url(dataset_path)) or dataset == "c4_test"
     entries = {
         "TORCHINDUCTOR_CACHE_DIR": (
             str(cache / "inductor"),

@@ -21,6 +21,7 @@ from titanbench.deploy.k8s import (
 )
 from titanbench.deploy.slurm import SlurmOptions, render_sbatch
 from titanbench.errors import TitanbenchError
+from titanbench.redact import redact_argv
 
 # Values written verbatim into a shell script or a #SBATCH line: no quoting, spaces or expansions.
 _PLAIN = re.compile(r"^[A-Za-z0-9_.,:@#%+=/-]+$")
@@ -91,7 +92,19 @@ def _command_line(ctx: click.Context) -> str:
             words += [param.opts[0], str(value)]
     if extra:
         words += ["--", *extra]
-    return shlex.join(words)
+    return shlex.join(redact_argv(words))
+
+
+def _masked(extra: tuple[str, ...]) -> tuple[str, ...]:
+    """The arguments for `titanbench run`, secret-looking values masked: a launch file is shared and kept."""
+    masked = tuple(redact_argv(extra))
+    if masked != extra:
+        click.echo(
+            "warning: secret-looking values after `--` are masked (***) in the file: pass secrets through "
+            "the environment instead",
+            err=True,
+        )
+    return masked
 
 
 def _emit(text: str, out: Path | None) -> None:
@@ -171,7 +184,7 @@ def slurm(model, nodes, image, sqsh, partition, account, time, no_container, ven
         partition=_plain("--partition", partition),
         account=_plain("--account", account),
         time=_slurm_time(time),
-        extra=tuple(extra),
+        extra=_masked(tuple(extra)),
         command_line=_command_line(click.get_current_context()),
         compile_cache=compile_cache,
     )
@@ -273,7 +286,7 @@ def k8s(
         rdma_resource=rdma_resource,
         results_pvc=_dns_name("--results-pvc", results_pvc),
         hf_secret=_dns_name("--hf-token-secret", hf_token_secret),
-        extra=tuple(extra),
+        extra=_masked(tuple(extra)),
         resources=tuple(resources),
         host_network=host_network,
         network_annotation=network_annotation,
