@@ -435,8 +435,9 @@ def test_run_options_round_trip_through_run_json_to_the_same_launch_plan(tmp_pat
     monkeypatch.chdir(tmp_path)
     given = RunOptions(
         model=str(SPEC), nodes=1, gpus_per_node=2, tp=1, steps=30, no_profiling=True, dataset="c4",
-        dataset_path=Path("c4"), allow_fp32=True, gpu_mem_gib=40.5, force=True, device="cuda",
+        dataset_path="c4", allow_fp32=True, gpu_mem_gib=40.5, force=True, device="cuda",
         trainer="stand_in_trainer", torchtitan_dir=Path("."), results=Path("results"), cache_dir=Path("cache"),
+        trace_dir=Path("traces"),
         only=("vanilla-bf16", "async-bf16"),
     ).absolute()  # fmt: skip
     results.write_run(tmp_path, RunRecord(request=given))
@@ -789,11 +790,10 @@ def test_a_dataset_url_with_credentials_is_refused_before_anything_is_written(tm
     assert not (tmp_path / "results").exists()
 
 
-def test_a_dataset_url_is_recorded_as_given_not_as_a_local_path():
-    from titanbench.runner import _absolute, _from_json, _to_json
-
-    options = {"model": "smoke", "dataset_path": "hf://datasets/allenai/c4", "results": "results", "only": ()}
-    recorded = _to_json(_absolute(options))
+def test_a_dataset_url_is_recorded_as_given_not_as_a_local_path(tmp_path):
+    options = RunOptions(model="smoke", dataset_path="hf://datasets/allenai/c4", results=Path("results")).absolute()
+    results.write_run(tmp_path, RunRecord(request=options))
+    recorded = json.loads((tmp_path / "run.json").read_text())["request"]
     assert recorded["dataset_path"] == "hf://datasets/allenai/c4"
     assert recorded["results"] == str(Path("results").resolve())
-    assert _from_json(recorded)["dataset_path"] == "hf://datasets/allenai/c4"
+    assert results.read_run(tmp_path).request.dataset_path == "hf://datasets/allenai/c4"
