@@ -233,3 +233,13 @@ def test_a_dataset_url_stays_a_url_and_one_with_credentials_is_refused_without_s
     assert refused.exit_code == 1 and refused.output.count("\n") == 1
     assert refused.output.startswith("Error: --dataset-path https://***@data.example/c4: a URL with credentials")
     assert "pa55w0rd" not in refused.output
+
+
+def test_accepting_socket_transport_reaches_every_plan_and_the_nccl_logging_stays():
+    accepted = CliRunner().invoke(main, ["plan", "--model", "70b", "--accept-socket-transport", "--format", "json"])
+    default = CliRunner().invoke(main, ["plan", "--model", "70b", "--format", "json"])
+    assert accepted.exit_code == 0 and default.exit_code == 0, accepted.output
+    for output, accepts in ((accepted.output, True), (default.output, False)):
+        configs = json.loads(output)["configs"]
+        assert [c["accept_socket_transport"] for c in configs] == [accepts] * 6
+        assert all(c["env"]["NCCL_DEBUG"] == "INFO" for c in configs)

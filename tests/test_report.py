@@ -521,6 +521,57 @@ def test_power_limit_compared_with_the_reference_within_doctors_tolerance(tmp_pa
     assert power.differs is differs
 
 
+@pytest.mark.parametrize(
+    ("name", "mib", "shown", "differs"),
+    [("NVIDIA H100 80GB HBM3", 81559, "79.6 GiB", True), ("NVIDIA H100 96GB HBM2e", 97871, "95.6 GiB", False)],
+)
+def test_an_80_gb_h100_is_visibly_not_the_references_96_gb_h100(tmp_path, name, mib, shown, differs):
+    run_dir = tmp_path / "run"
+    write_matrix(run_dir, "70b")
+    gpus = [{"index": i, "name": name, "memory_total_mib": mib, "power_limit_w": 500.0} for i in range(8)]
+    (run_dir / "run.json").write_text(json.dumps({"environment": {"gpu": {"gpus": gpus}}}))
+    (model,) = collect(run_dir).models
+    rows = {row.item: row for row in model.environment}
+    assert (rows["GPU"].differs, rows["GPU memory"].measured, rows["GPU memory"].published) == (False, shown, "96 GB")
+    assert rows["GPU memory"].differs is differs
+    assert ("| GPU memory | " + shown + " | 96 GB | **differs** |" in render_markdown(collect(run_dir))) is differs
+
+
+def test_the_merged_table_shape_has_one_row_per_quantization(published_run):
+    markdown = render_markdown(collect(published_run), table="merged")
+    rows = table(
+        section(markdown, "llama3_70b"),
+        "| Quantization | Vanilla TP tokens/sec | Async TP tokens/sec | Async TP speedup |",
+    )
+    assert [[INTERVAL.sub("", cell) for cell in row] for row in rows] == [
+        ["None (bfloat16)", "597.3", "652.4", "1.09"],
+        ["float8 tensorwise", "809.8", "942.4", "1.16"],
+        ["float8 rowwise", "599.6", "624.8", "1.04"],
+    ]
+    assert "| TP type | Quantization |" not in markdown
+    cli = CliRunner().invoke(main, ["report", str(published_run), "--table", "merged"])
+    assert cli.exit_code == 0 and cli.output == markdown
+
+
+def test_each_configs_network_comes_from_its_result(tmp_path):
+    run_dir = tmp_path / "run"
+    write_matrix(run_dir, "8b")
+    ib = {"networks": ["IB"], "gpudirect": True, "description": "IB, GPUDirect RDMA"}
+    sockets = {"networks": ["Socket"], "gpudirect": False, "description": "Socket, no GPUDirect RDMA"}
+    for config, nodes in (("vanilla-bf16", {"0": ib, "1": ib}), ("async-bf16", {"0": ib, "1": sockets})):
+        result = {"status": "ok", "transport": nodes}
+        (run_dir / "llama3_8b" / config / "result.json").write_text(json.dumps(result))
+    doc = collect(run_dir)
+    assert entries(doc, "llama3_8b")["async-bf16"].transport == {"0": "IB, GPUDirect RDMA", "1": sockets["description"]}
+    markdown = render_markdown(doc)
+    rows = table(section(markdown, "llama3_8b"), "| Config |")
+    assert "| Network (NCCL) | Status |" in markdown
+    network = {row[0]: row[-2] for row in rows}
+    assert network["vanilla-bf16"] == "IB, GPUDirect RDMA"
+    assert network["async-bf16"] == "node 0: IB, GPUDirect RDMA; node 1: Socket, no GPUDirect RDMA"
+    assert network["vanilla-float8_tensorwise"] == ""
+
+
 # ---- 95% intervals (issue 14) ---------------------------------------------------------------------
 
 

@@ -94,6 +94,8 @@ class ConfigEntry(_Entry):
     trainer: str | None = None
     evidence_checked: bool | None = None
     evidence: EvidenceEntry | None = None
+    # Multi-node GPU configs: the network NCCL used, per node rank whose log node 0 read (result.json).
+    transport: dict[str, str] | None = None
     summary: SummaryEntry | None = None
 
     def estimate(self) -> intervals.Estimate | None:

@@ -88,6 +88,12 @@ MATRIX_OPTIONS = [
     ),
     click.option("--force", is_flag=True, help="Skip the memory guard."),
     click.option(
+        "--accept-socket-transport",
+        is_flag=True,
+        help="Count a multi-node config whose NCCL fell back to TCP sockets as ok, not unverified (for fabrics "
+        "without RDMA; its TPS is not comparable with the published one, and the report shows the network).",
+    ),
+    click.option(
         "--device",
         type=click.Choice(["auto", *DEVICES]),
         default="auto",
@@ -212,6 +218,7 @@ class RunOptions(BaseModel):
     allow_fp32: bool = False
     gpu_mem_gib: float = Field(default=DEFAULT_GPU_MEM_GIB, ge=1, le=MAX_GPU_MEM_GIB, allow_inf_nan=False)
     force: bool = False
+    accept_socket_transport: bool = False
     device: Literal["auto", "cuda", "cpu"] = "auto"
     trainer: str | None = None
     torchtitan_dir: Path = settings.DEFAULT_TORCHTITAN_DIR
@@ -262,6 +269,7 @@ def overrides_from(options: RunOptions) -> Overrides:
         allow_fp32=options.allow_fp32,
         force=options.force,
         gpu_mem_gib=options.gpu_mem_gib,
+        accept_socket_transport=options.accept_socket_transport,
     )
 
 

@@ -59,6 +59,9 @@ COUNTED = ("ok", "unverified")
 _CONFIG_ID = re.compile(rf"^(vanilla|async)-({'|'.join(QUANTIZATIONS)})$")
 _GPU_MODEL = re.compile(r"\b([A-Z]+\d+[A-Za-z]*)\b")
 _GBPS = re.compile(r"(\d+(?:\.\d+)?)\s*Gb")
+_GB = re.compile(r"(\d+(?:\.\d+)?)\s*GB\b")
+# NVML's total memory of a GPU sold as N GB is a few GiB under N (80 GB H100: 79.6 GiB): closer than this is the same.
+GPU_MEMORY_TOLERANCE_GIB = 6
 
 
 # ---- collect ------------------------------------------------------------------------------------
@@ -132,6 +135,8 @@ def _config_entry(
     status: str | None = result.status if result else None
     detail = _result_detail(result) if result else None
     entry.evidence_checked = result.evidence_checked if result else None
+    if result and result.transport:
+        entry.transport = {rank: node.description for rank, node in result.transport.items()}
     if summary is not None:
         found = summary.evidence or logparse.evidence(log.read_text(errors="replace"))
         entry.evidence = EvidenceEntry(async_tp=found.async_tp, float8_recipe=found.float8_recipe)
@@ -259,6 +264,10 @@ def _environment_rows(
     world = measured.world if measured else None
     published_world = spec.reference_topology("cpu" if device == "cpu" else "cuda").world if spec else None
     published_power = hardware.get("power_limit_w")
+    memories = sorted(
+        {round(g["memory_total_mib"] / 1024, 1) for g in gpus if isinstance(g, dict) and g.get("memory_total_mib")}
+    )
+    published_memory = _GB.search(str(hardware.get("gpu", "")))
     published_speed = _GBPS.search(str(hardware.get("inter_node", "")))
     return [
         EnvironmentRow(
@@ -268,6 +277,15 @@ def _environment_rows(
             else gpu or (f"unknown: {unavailable['gpu']}" if unavailable.get("gpu") else None),
             published=hardware.get("gpu"),
             differs=None if not gpu or not spec else spec.heading.gpu not in gpu,
+        ),
+        EnvironmentRow(
+            item="GPU memory",
+            measured=", ".join(f"{m:g} GiB" for m in memories) or None,
+            published=f"{published_memory[1]} GB" if published_memory else None,
+            # The reference's H100s have 96 GB (HBM2e); the common H100 SXM has 80 GB (HBM3): another machine.
+            differs=None
+            if not memories or not published_memory
+            else any(abs(m - float(published_memory[1])) > GPU_MEMORY_TOLERANCE_GIB for m in memories),
         ),
         EnvironmentRow(
             item="CPU processes" if device == "cpu" else "GPUs",
@@ -475,21 +493,44 @@ def _published_shape(configs: list[ConfigEntry]) -> list[str]:
     for quantization, q_label in QUANTIZATION_LABELS.items():
         for tp_type, tp_label in TP_LABELS.items():
             config = next((c for c in configs if (c.tp_type, c.quantization) == (tp_type, quantization)), None)
-            if config is None:
-                continue
-            if config.measured_tps is None:
-                tps = config.status
-            else:
-                tps = _with_interval(config.measured_tps, config.measured_tps_ci95, ".1f")
-                tps += " (unverified)" if config.status == "unverified" else ""
-            speedup = _with_interval(config.speedup, config.speedup_ci95, ".2f")
-            if config.speedup_interval_holds_1:
-                speedup += " (interval holds 1.00)"
-            if config.speedup_unverified:
-                speedup += " (unverified)"
-            rows.append([tp_label, q_label, tps, speedup])
+            if config is not None:
+                rows.append([tp_label, q_label, _tps_cell(config), _speedup_cell(config)])
     header = ["TP type", "Quantization", "Average TPS", "Speedup over vanilla TP baseline"]
     return _table(header, [":---", ":---", "---:", "---:"], rows) if rows else []
+
+
+def _tps_cell(config: ConfigEntry | None) -> str:
+    if config is None:
+        return ""
+    if config.measured_tps is None:
+        return config.status
+    tps = _with_interval(config.measured_tps, config.measured_tps_ci95, ".1f")
+    return tps + (" (unverified)" if config.status == "unverified" else "")
+
+
+def _speedup_cell(config: ConfigEntry | None) -> str:
+    if config is None:
+        return ""
+    speedup = _with_interval(config.speedup, config.speedup_ci95, ".2f")
+    if config.speedup_interval_holds_1:
+        speedup += " (interval holds 1.00)"
+    if config.speedup_unverified:
+        speedup += " (unverified)"
+    return speedup
+
+
+def _merged_shape(configs: list[ConfigEntry]) -> list[str]:
+    """The table shape of the merged benchmark file: one row per quantization."""
+    rows = []
+    for quantization, q_label in QUANTIZATION_LABELS.items():
+        vanilla, asynchronous = (
+            next((c for c in configs if (c.tp_type, c.quantization) == (tp_type, quantization)), None)
+            for tp_type in ("vanilla", "async")
+        )
+        if vanilla or asynchronous:
+            rows.append([q_label, _tps_cell(vanilla), _tps_cell(asynchronous), _speedup_cell(asynchronous)])
+    header = ["Quantization", "Vanilla TP tokens/sec", "Async TP tokens/sec", "Async TP speedup"]
+    return _table(header, [":---", "---:", "---:", "---:"], rows) if rows else []
 
 
 def _with_interval(value: float | None, interval: list[float] | None, spec: str) -> str:
@@ -514,8 +555,18 @@ def _interval_notes(configs: list[ConfigEntry]) -> list[str]:
     return lines
 
 
+def _transport(config: ConfigEntry) -> str:
+    """`IB, GPUDirect RDMA` when every node read says the same, else each node's."""
+    if not config.transport:
+        return ""
+    if len(set(config.transport.values())) == 1:
+        return next(iter(config.transport.values()))
+    return "; ".join(f"node {rank}: {network}" for rank, network in config.transport.items())
+
+
 def _comparison(configs: list[ConfigEntry]) -> list[str]:
     published = any(c.published_tps for c in configs)
+    networks = any(c.transport for c in configs)
     rows = [
         [
             c.config,
@@ -525,13 +576,15 @@ def _comparison(configs: list[ConfigEntry]) -> list[str]:
             str(c.summary.n) if c.summary else "0",
             _number(c.mfu, ".2f") + ("%" if c.mfu is not None else ""),
             _number(c.peak_memory_gib, ".2f") + (" GiB" if c.peak_memory_gib is not None else ""),
+            *([_transport(c)] if networks else []),
             _status(c),
         ]
         for c in configs
     ]
     header = ["Config", "Measured TPS", *(["Published TPS", "Measured / published"] if published else []), "Stdev TPS"]
-    header += ["Windows used", "MFU", "Peak memory", "Status"]
-    return _table(header, [":---", *["---:"] * (len(header) - 2), ":---"], rows)
+    header += ["Windows used", "MFU", "Peak memory", *(["Network (NCCL)"] if networks else []), "Status"]
+    align = [":---", *["---:"] * (len(header) - 2 - networks), *([":---"] if networks else []), ":---"]
+    return _table(header, align, rows)
 
 
 def _deviations(model: ModelEntry) -> list[str]:
@@ -562,11 +615,15 @@ def _environment(model: ModelEntry) -> list[str]:
     return _table(["", "This run", "Published", ""], [":---", ":---", ":---", ":---"], rows)
 
 
-def _model_section(model: ModelEntry, environment_recorded: bool) -> list[str]:
+# The two published table shapes: the draft commits' (one row per config), the merged file's (one per quantization).
+TABLE_SHAPES = {"draft": _published_shape, "merged": _merged_shape}
+
+
+def _model_section(model: ModelEntry, environment_recorded: bool, table: str = "draft") -> list[str]:
     lines = [f"#### {model.heading}", ""]
     if model.topology_source == "published":
         lines += ["(Published topology: this run recorded none.)", ""]
-    shape = _published_shape(model.configs)
+    shape = TABLE_SHAPES[table](model.configs)
     if shape:
         lines += [*shape, ""]
         notes = _interval_notes(model.configs)
@@ -619,7 +676,7 @@ def _method_section(doc: ReportDocument) -> list[str]:
     return ["### Averaging method", "", averaging.method, "", *([interval, ""] if interval else []), used, ""]
 
 
-def render_markdown(doc: ReportDocument) -> str:
+def render_markdown(doc: ReportDocument, table: str = "draft") -> str:
     published = any(c.published_tps for model in doc.models for c in model.configs)
     source = (
         f"Published numbers: {doc.published_source}."
@@ -628,7 +685,7 @@ def render_markdown(doc: ReportDocument) -> str:
     )
     lines = [f"# titanbench results: {Path(doc.run_dir).name}", "", source, ""]
     for model in doc.models:
-        lines += _model_section(model, doc.environment_recorded)
+        lines += _model_section(model, doc.environment_recorded, table)
     lines += _pins_section(doc)
     lines += _method_section(doc)
     return "\n".join(lines).rstrip() + "\n"
