@@ -30,7 +30,7 @@ endef
 
 .PHONY: image image-release run push enroot lint-docker lock
 
-image:  ## Build the exact pins from source (hours; see README, "The image") [DOCKER_BUILD_FLAGS= EXTRA_CA_CERT=]
+image:  ## Build the exact pins from source (hours; see docs/image.md) [DOCKER_BUILD_FLAGS= EXTRA_CA_CERT=]
 	$(call docker_build,source)
 
 image-release:  ## Build from the nearest public releases (minutes; approximate pins) [DOCKER_BUILD_FLAGS= EXTRA_CA_CERT=]
