@@ -15,7 +15,6 @@ import re
 import statistics
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 from titanbench import intervals, logparse, results, settings, stats
 from titanbench.atomic import write_bytes, write_text
@@ -197,9 +196,12 @@ def _topology(
     return None, None
 
 
-def _gpu_name(manifest: dict[str, Any] | None) -> str | None:
-    gpus = ((manifest or {}).get("gpu") or {}).get("gpus") or []
-    names = [g["name"] for g in gpus if isinstance(g, dict) and g.get("name")]
+def _gpus(manifest: results.Manifest | None) -> list[results.RecordedGpu]:
+    return manifest.gpu.gpus if manifest and manifest.gpu else []
+
+
+def _gpu_name(manifest: results.Manifest | None) -> str | None:
+    names = [g.name for g in _gpus(manifest) if g.name]
     return Counter(names).most_common(1)[0][0] if names else None
 
 
@@ -227,8 +229,8 @@ def _heading(model: str, spec: MatrixSpec | None, topology: Topology | None, gpu
     return f"{spec.title if spec else model} on {world} {units} with {', '.join(parts)}{unpublished}"
 
 
-def _nvlink(matrix: Any) -> tuple[str | None, bool | None]:
-    if not isinstance(matrix, list) or not matrix:
+def _nvlink(matrix: list[list[bool | None]]) -> tuple[str | None, bool | None]:
+    if not matrix:
         return None, None
     pairs = [(i, j) for i in range(len(matrix)) for j in range(i + 1, len(matrix))]
     linked = sum(1 for i, j in pairs if j < len(matrix[i]) and matrix[i][j])
@@ -237,36 +239,33 @@ def _nvlink(matrix: Any) -> tuple[str | None, bool | None]:
     return f"NVLink between {linked} of {len(pairs)} GPU pairs", False
 
 
-def _rdma(ports: Any) -> tuple[str | None, float | None]:
-    if not isinstance(ports, list):
+def _rdma(ports: list[results.RecordedRdmaPort] | None) -> tuple[str | None, float | None]:
+    if ports is None:
         return None, None
-    active = [p for p in ports if isinstance(p, dict) and p.get("state") == "ACTIVE"]
-    rates = sorted({str(p.get("rate")) for p in active if p.get("rate")})
+    active = [p for p in ports if p.state == "ACTIVE"]
+    rates = sorted({p.rate for p in active if p.rate})
     speeds = [float(m[1]) for rate in rates if (m := _GBPS.search(rate))]
     text = f"{len(active)} active RDMA port(s) of {len(ports)}" + (f", {' / '.join(rates)}" if rates else "")
     return text, min(speeds) if speeds else None
 
 
 def _environment_rows(
-    spec: MatrixSpec | None, measured: Topology | None, manifest: dict[str, Any] | None, device: str
+    spec: MatrixSpec | None, measured: Topology | None, manifest: results.Manifest | None, device: str
 ) -> list[EnvironmentRow]:
     """This run's hardware next to the published hardware.
 
     On CPU the reference is the spec's own CPU topology (processes stand in for GPUs)."""
     hardware = spec.hardware if spec else {}
-    facts = (manifest or {}).get("gpu") or {}
-    unavailable = (manifest or {}).get("unavailable") or {}
-    gpus = facts.get("gpus") or []
+    unavailable = manifest.unavailable if manifest else {}
+    gpus = _gpus(manifest)
     gpu = _gpu_name(manifest)
-    powers = sorted({g["power_limit_w"] for g in gpus if isinstance(g, dict) and g.get("power_limit_w")})
-    nvlink, all_linked = _nvlink(facts.get("nvlink"))
-    rdma, speed = _rdma((manifest or {}).get("rdma"))
+    powers = sorted({g.power_limit_w for g in gpus if g.power_limit_w})
+    nvlink, all_linked = _nvlink(manifest.gpu.nvlink if manifest and manifest.gpu else [])
+    rdma, speed = _rdma(manifest.rdma if manifest else None)
     world = measured.world if measured else None
     published_world = spec.reference_topology("cpu" if device == "cpu" else "cuda").world if spec else None
     published_power = hardware.get("power_limit_w")
-    memories = sorted(
-        {round(g["memory_total_mib"] / 1024, 1) for g in gpus if isinstance(g, dict) and g.get("memory_total_mib")}
-    )
+    memories = sorted({round(g.memory_total_mib / 1024, 1) for g in gpus if g.memory_total_mib})
     published_memory = _GB.search(str(hardware.get("gpu", "")))
     published_speed = _GBPS.search(str(hardware.get("inter_node", "")))
     return [
@@ -323,7 +322,7 @@ def _model_entry(
     spec: MatrixSpec | None,
     plans: list[results.RecordedPlan],
     present: set[str],
-    manifest: dict[str, Any] | None,
+    manifest: results.Manifest | None,
     warmup_steps: int,
     profile_freq: int | None,
 ) -> ModelEntry:
@@ -371,40 +370,23 @@ def _pins(run: results.RunRecord) -> tuple[dict[str, str], str]:
     return stack_pins(), "this titanbench installation (pin/versions.env)"
 
 
-def _build_mode(manifest: dict[str, Any] | None) -> str | None:
-    manifest = manifest or {}
-    candidates = [
-        (manifest.get("pins") or {}).get("mode") if isinstance(manifest.get("pins"), dict) else None,
-        (manifest.get("env") or {}).get(settings.BUILD_MODE),
-    ]
-    return next((c for c in candidates if isinstance(c, str) and c), None)
+def _build_mode(manifest: results.Manifest | None) -> str | None:
+    if manifest is None:
+        return None
+    return (manifest.pins.mode if manifest.pins else None) or manifest.env.get(settings.BUILD_MODE) or None
 
 
-def _text(value: Any) -> str | None:
-    return None if value is None else str(value)
-
-
-def _pin_checks(manifest: dict[str, Any] | None) -> list[PinCheck]:
+def _pin_checks(manifest: results.Manifest | None) -> list[PinCheck]:
     """Installed vs pinned, per component, from the manifest's pin report."""
-    report = (manifest or {}).get("pins")
-    if not isinstance(report, dict):
+    if manifest is None or manifest.pins is None:
         return []
-    checks = []
-    for component in ("torch", "torchao", "torchtitan"):
-        item = report.get(component)
-        if isinstance(item, dict):
-            expected = item.get("expected_git_version") or item.get("expected_commit") or item.get("expected")
-            installed = item.get("git_version") or item.get("commit") or item.get("version")
-            match = item.get("match")
-            checks.append(
-                PinCheck(
-                    component=component,
-                    pinned=_text(expected),
-                    installed=_text(installed),
-                    match=match if isinstance(match, bool) else None,
-                )
-            )
-    return checks
+    pins = manifest.pins
+    components = {"torch": pins.torch, "torchao": pins.torchao, "torchtitan": pins.torchtitan}
+    return [
+        PinCheck(component=component, pinned=item.pinned(), installed=item.installed(), match=item.match)
+        for component, item in components.items()
+        if item is not None
+    ]
 
 
 def _specs(run: results.RunRecord) -> dict[str, MatrixSpec]:

@@ -15,7 +15,7 @@ import os
 import re
 import socket
 from pathlib import Path
-from typing import Any, Literal, TypeVar, get_args
+from typing import Literal, TypeVar, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -98,6 +98,65 @@ class Session(_Record):
     stopped: str | None = None
 
 
+class _Recorded(BaseModel):
+    """A part of the manifest as run.json keeps it: what readers rely on is typed, the rest passes through
+    (manifests of other titanbench versions and hand-written ones still read)."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class RecordedGpu(_Recorded):
+    name: str | None = None
+    memory_total_mib: int | None = None
+    power_limit_w: float | None = None
+
+
+class RecordedGpuFacts(_Recorded):
+    gpus: list[RecordedGpu] = []
+    # nvlink[i][j]: GPUs i and j talk over NVLink (None where unknown), as gpuinfo.GpuFacts has it.
+    nvlink: list[list[bool | None]] = []
+
+
+class RecordedRdmaPort(_Recorded):
+    state: str | None = None
+    rate: str | None = None
+
+
+class RecordedPin(_Recorded):
+    """One component of `pin_report`: what is pinned (by git version, commit or release) and installed."""
+
+    expected_git_version: str | None = None
+    expected_commit: str | None = None
+    expected: str | None = None
+    git_version: str | None = None
+    commit: str | None = None
+    version: str | None = None
+    match: bool | None = None
+
+    def pinned(self) -> str | None:
+        return self.expected_git_version or self.expected_commit or self.expected
+
+    def installed(self) -> str | None:
+        return self.git_version or self.commit or self.version
+
+
+class RecordedPins(_Recorded):
+    mode: str | None = None
+    torch: RecordedPin | None = None
+    torchao: RecordedPin | None = None
+    torchtitan: RecordedPin | None = None
+
+
+class Manifest(_Recorded):
+    """The environment manifest run.json records (`envinfo.manifest()`, as `titanbench env --json` prints it)."""
+
+    gpu: RecordedGpuFacts | None = None
+    rdma: list[RecordedRdmaPort] | None = None
+    pins: RecordedPins | None = None
+    env: dict[str, str] = {}
+    unavailable: dict[str, str] = {}
+
+
 class RunRecord(_Record):
     """run.json: written by node 0's driver, read by `--resume` and by the report."""
 
@@ -117,7 +176,7 @@ class RunRecord(_Record):
     sessions: list[Session] = []
     pins: dict[str, str] | None = None
     # The manifest `titanbench env --json` writes: read by the report, key by key, as it finds it.
-    environment: dict[str, Any] | None = None
+    environment: Manifest | None = None
 
 
 class NodeTransport(_Record):

@@ -179,10 +179,10 @@ def classify(
     return ("unverified", "; ".join(problems)) if problems else ("ok", "")
 
 
-def _manifest(torchtitan_dir: Path) -> dict[str, Any]:
+def _manifest(torchtitan_dir: Path) -> results.Manifest:
     from titanbench.envinfo import manifest
 
-    return manifest(str(torchtitan_dir))
+    return results.Manifest.model_validate(manifest(str(torchtitan_dir)))
 
 
 class Driver:
