@@ -815,3 +815,16 @@ def test_a_disk_that_fills_mid_run_is_one_error_line_and_every_record_stays_whol
     run = json.loads((run_dir / "run.json").read_text())
     assert run["status"] == "interrupted" and "No space left" in run["sessions"][-1]["stopped"]
     assert not list(run_dir.rglob("*.tmp"))
+
+
+def test_a_repeated_config_is_ok_only_when_every_trial_is():
+    from titanbench.runner import combined_status
+
+    def trial(number: int, status: str, reason: str = "") -> results.TrialResult:
+        return results.TrialResult(trial=number, status=status, reason=reason)
+
+    assert combined_status([trial(1, "ok"), trial(2, "ok")], 2) == ("ok", "")
+    assert combined_status([trial(1, "ok")], 2) == ("incomplete", "1 of 2 trials run")
+    failed = [trial(1, "unverified", "no evidence"), trial(2, "failed", "exit code 3")]
+    assert combined_status(failed, 3) == ("failed", "trial 2: exit code 3")
+    assert combined_status([trial(1, "ok"), trial(2, "unverified", "x")], 2) == ("unverified", "trial 2: x")
