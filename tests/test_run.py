@@ -505,7 +505,7 @@ def test_run_options_round_trip_through_run_json_to_the_same_launch_plan(tmp_pat
         model=str(SPEC), nodes=1, gpus_per_node=2, tp=1, steps=30, no_profiling=True, dataset="c4",
         dataset_path=Path("c4"), allow_fp32=True, gpu_mem_gib=40.5, force=True, device="cuda",
         trainer="stand_in_trainer", torchtitan_dir=Path("."), results=Path("results"), cache_dir=Path("cache"),
-        only=("vanilla-bf16", "async-bf16"),
+        trace_dir=Path("traces"), only=("vanilla-bf16", "async-bf16"), repeat=3,
     ).absolute()  # fmt: skip
     results.write_run(tmp_path, RunRecord(request=given))
     request = json.loads((tmp_path / "run.json").read_text())["request"]
