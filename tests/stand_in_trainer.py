@@ -9,6 +9,9 @@ rank, in the exact upstream format, at step 1 and every 10 steps. It misbehaves 
     STAND_IN_RAISE   raise a RuntimeError after step 5, inside torchelastic's `@record` as torchtitan's
                      trainer does (torchrun then writes the worker's error.json)
     STAND_IN_HANG    stop printing (and stay alive) after step 1
+    STAND_IN_HANG_LAUNCH   entries `config:N`: like STAND_IN_HANG, on that config's N-th launch only (rank 0
+                     counts the launches in `stand_in_launches` in the dump folder; the other ranks then
+                     wait for it in their next all_reduce)
     STAND_IN_NAN     log a NaN loss
     STAND_IN_IGNORE_SIGTERM   ignore SIGTERM (a worker slow to stop: only SIGKILL ends it)
     STAND_IN_SOCKETS   with NCCL_DEBUG=INFO, log NCCL's fall-back to TCP sockets instead of InfiniBand
@@ -48,6 +51,17 @@ def _told(variable: str, config: str) -> bool:
     return config in os.environ.get(variable, "").split(",")
 
 
+def _hangs_this_launch(config: str, dump_folder: Path) -> bool:
+    """Rank 0 only: count this launch of `config`; whether STAND_IN_HANG_LAUNCH names this one."""
+    if os.environ.get("RANK", "0") != "0":
+        return False
+    counter = dump_folder / "stand_in_launches"
+    launch = (int(counter.read_text()) if counter.exists() else 0) + 1
+    dump_folder.mkdir(parents=True, exist_ok=True)
+    counter.write_text(str(launch))
+    return f"{config}:{launch}" in os.environ.get("STAND_IN_HANG_LAUNCH", "").split(",")
+
+
 def _log(message: str) -> None:
     print(titan_line(message, datetime.now()), flush=True)
 
@@ -69,7 +83,9 @@ def _nccl_init_lines(config: str, rank: int, world: int) -> None:
 
 def main(argv: list[str]) -> int:
     steps = int(_flag(argv, "--training.steps", "20"))
-    config = Path(_flag(argv, "--job.dump_folder", "outputs")).parent.name
+    dump_folder = Path(_flag(argv, "--job.dump_folder", "outputs"))
+    config = dump_folder.parent.name
+    hang = _told("STAND_IN_HANG", config) or _hangs_this_launch(config, dump_folder)
     step_seconds = float(os.environ.get("STAND_IN_STEP_SECONDS", "0.05"))
     if _told("STAND_IN_IGNORE_SIGTERM", config):
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -106,7 +122,7 @@ def main(argv: list[str]) -> int:
             tps = round(1000 * step / max(elapsed, 1e-6))
             _log(metrics_message(Metrics(step=step, tps=tps, loss=loss, memory_gib=0.6, memory_pct=0.75)))
             started = time.monotonic()
-        if _told("STAND_IN_HANG", config) and step == 1:
+        if hang and step == 1:
             while True:
                 time.sleep(60)
     dist.barrier()

@@ -140,3 +140,19 @@ def test_a_bad_run_dir_is_one_error_line(runs, tmp_path):
     assert result.exit_code == 1
     assert result.output.startswith("Error: ") and result.output.count("\n") == 1
     assert "no such run directory" in result.output
+
+
+def test_a_config_run_several_times_compares_by_its_combined_average_and_trial_interval(tmp_path):
+    from titanbench.intervals import trial_means
+
+    a = write_run(tmp_path / "a", {"vanilla-bf16": BASE})
+    trials = [BASE, shifted(BASE, 12), shifted(BASE, 30)]
+    folder = tmp_path / "b" / "llama3_8b" / "vanilla-bf16"
+    folder.mkdir(parents=True)
+    for number, values in enumerate(trials, start=1):
+        (folder / f"train.trial{number}.log").write_text(windows_log(values))
+    (row,) = compare_runs(a, tmp_path / "b").configs
+    means = [sum(values) / len(values) for values in trials]
+    assert row.b_tps == pytest.approx(sum(means) / 3)
+    expected = ratio_interval(trial_means(means), batch_means(BASE))
+    assert row.ratio_ci95 == pytest.approx(list(expected))

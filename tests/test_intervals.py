@@ -108,3 +108,16 @@ def test_ratio_interval_with_one_exact_side_uses_the_other_sides_spread():
     # With the denominator exact, the log-scale interval is the numerator's own t interval, up to the log.
     assert low < noisy.mean / 600 < high
     assert low == pytest.approx(rel_low / 600, rel=2e-3) and high == pytest.approx(rel_high / 600, rel=2e-3)
+
+
+def test_the_trial_interval_is_students_t_over_the_trial_averages():
+    means = [600.0, 612.0, 594.0, 606.0]
+    estimate = intervals.trial_means(means)
+    assert estimate is not None
+    # mean 603, sample stdev sqrt(180 / 3), se stdev / 2; t(0.975, 3 df) = 3.182446305284263.
+    se = math.sqrt(60) / 2
+    assert (estimate.mean, estimate.se, estimate.df) == (603.0, pytest.approx(se), 3)
+    low, high = estimate.interval()
+    assert (low, high) == (pytest.approx(603 - 3.182446305284263 * se), pytest.approx(603 + 3.182446305284263 * se))
+    assert estimate.to_dict() == {"method": "trial means", "se": pytest.approx(se), "df": 3, "trials": 4}
+    assert intervals.trial_means([600.0]) is None and intervals.trial_means([]) is None

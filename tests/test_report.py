@@ -676,3 +676,84 @@ def test_a_speedup_divides_measured_by_measured_never_by_a_published_number(tmp_
     configs = {c.config: c for c in collect(run_dir).models[0].configs}
     assert configs["async-bf16"].speedup == pytest.approx(600.0 / 500.0)
     assert configs["async-bf16"].ratio == pytest.approx(600.0 / 652.4)
+
+
+# ---- trials (`run --repeat`, issue 14) -------------------------------------------------------------
+
+
+def write_trials(run_dir: Path, config_id: str, trials: list[list[float]], model: str = "mymodel") -> Path:
+    folder = run_dir / model / config_id
+    folder.mkdir(parents=True)
+    for number, values in enumerate(trials, start=1):
+        (folder / f"train.trial{number}.log").write_text(windows_log(values, async_tp=config_id.startswith("async")))
+    return folder
+
+
+def test_trials_combine_into_the_mean_of_their_averages_with_an_interval_from_the_trials(tmp_path):
+    from titanbench.intervals import batch_means, ratio_interval, trial_means
+
+    run_dir = tmp_path / "run"
+    vanilla = [VANILLA, [v - 20 for v in VANILLA], [v + 10 for v in VANILLA]]
+    faster = [FASTER, [v + 30 for v in FASTER]]
+    write_trials(run_dir, "vanilla-bf16", vanilla)
+    write_trials(run_dir, "async-bf16", faster)
+    doc = collect(run_dir)
+    configs = entries(doc, "mymodel")
+    base, quick = configs["vanilla-bf16"], configs["async-bf16"]
+    means = [sum(t) / len(t) for t in vanilla]
+    assert [t.measured_tps for t in base.trials or []] == pytest.approx(means)
+    assert [t.log for t in base.trials or []] == ["train.trial1.log", "train.trial2.log", "train.trial3.log"]
+    assert base.trials and base.trials[1].measured_tps_ci95 == pytest.approx(list(batch_means(vanilla[1]).interval()))
+    assert base.measured_tps == pytest.approx(sum(means) / 3)
+    assert base.trials_stdev_tps == pytest.approx(15.275252316519467)  # stdev of the offsets 0, -20, +10
+    assert base.measured_tps_ci95 == pytest.approx(list(trial_means(means).interval()))
+    assert base.interval is not None and (base.interval.trials, base.interval.df) == (3, 2)
+    fast_means = [sum(t) / len(t) for t in faster]
+    assert quick.speedup_ci95 == pytest.approx(list(ratio_interval(trial_means(fast_means), trial_means(means))))
+
+    markdown = render_markdown(doc)
+    assert "Brackets: 95% intervals (from the trial averages for configs run several times" in markdown
+    line = next(x for x in markdown.splitlines() if x.startswith("- vanilla-bf16 (3 trials"))
+    assert line.startswith(
+        "- vanilla-bf16 (3 trials, between-trial stdev 15.3): trial 1 600.9 [599.8, 602.0]; trial 2 580.9 ["
+    )
+    assert line.endswith("; trial 3 610.9 [609.8, 612.0]")
+    rows = {r[0]: r for r in table(section(markdown, "mymodel"), "| Config |")}
+    assert rows["vanilla-bf16"][2:4] == ["15.3 (between trials)", "12 + 12 + 12"]
+    assert "Configs run several times (`run --repeat N`)" in doc.averaging.interval_method
+    saved = render_json(doc)
+    assert json.loads(saved)["models"][0]["configs"][0]["interval"]["method"] == "trial means"
+    assert ReportDocument.model_validate_json(saved) == doc
+
+
+def test_a_config_with_one_counted_trial_keeps_its_batch_means_interval(tmp_path):
+    from titanbench.intervals import batch_means
+
+    run_dir = tmp_path / "run"
+    folder = write_trials(run_dir, "vanilla-bf16", [VANILLA, VANILLA])
+    # A failed trial: the config is not ok, so no combined number (each trial is still listed).
+    trials = [{"trial": 1, "status": "ok", "log": "train.trial1.log"},
+              {"trial": 2, "status": "failed", "reason": "exit code 1", "log": "train.trial2.log"}]  # fmt: skip
+    (folder / "result.json").write_text(json.dumps({"status": "failed", "repeat": 2, "trials": trials}))
+    config = entries(collect(run_dir), "mymodel")["vanilla-bf16"]
+    assert (config.status, config.measured_tps) == ("failed", None)
+    assert [t.status for t in config.trials or []] == ["ok", "failed"]
+    trials[1] = {**trials[1], "status": "unverified", "reason": "no evidence"}
+    (folder / "result.json").write_text(json.dumps({"status": "unverified", "repeat": 2, "trials": trials}))
+    # Trial 2 unverified (it would count) but its log holds no window: only trial 1 is left to average.
+    (folder / "train.trial2.log").write_text("no metrics here\n")
+    config = entries(collect(run_dir), "mymodel")["vanilla-bf16"]
+    assert [t.status for t in config.trials or []] == ["ok", "no data"]
+    assert config.measured_tps == pytest.approx(sum(VANILLA) / len(VANILLA))
+    assert config.measured_tps_ci95 == pytest.approx(list(batch_means(VANILLA).interval()))
+    assert config.trials_stdev_tps is None and config.interval and config.interval.method == "batch means"
+
+
+def test_a_run_without_repeats_has_no_trial_keys(tmp_path):
+    run_dir = tmp_path / "run"
+    write_bf16_pair(run_dir, VANILLA, FASTER)
+    doc = json.loads(render_json(collect(run_dir)))
+    for config in doc["models"][0]["configs"]:
+        assert not {"trials", "trials_stdev_tps"} & config.keys()
+        assert config["interval"].keys() == {"method", "se", "df", "batches", "batch_size"}
+    assert "Trials (" not in render_markdown(collect(run_dir))

@@ -64,3 +64,34 @@ def test_a_corrupted_run_record_is_one_error_naming_its_field(tmp_path, record, 
     (tmp_path / results.RUN_FILE).write_text(json.dumps(record))
     with pytest.raises(TitanbenchError, match=rf"^{tmp_path / results.RUN_FILE}: {field}: "):
         results.read_run(tmp_path)
+
+
+def trials_result(*statuses: str, status: str = "incomplete") -> ConfigResult:
+    trials = [{"trial": k, "status": s, "log": f"train.trial{k}.log"} for k, s in enumerate(statuses, start=1)]
+    return ConfigResult.model_validate({"status": status, "repeat": 3, "trials": trials})
+
+
+def test_an_ok_trial_is_kept_by_every_later_result(tmp_path):
+    results.write_result(tmp_path, "m", "c", trials_result("ok", "failed"))
+    path = results.config_dir(tmp_path, "m", "c") / results.RESULT_FILE
+    before = path.read_bytes()
+    changed = trials_result("ok", "failed")
+    changed.trials[0].log = "train.trial1.log.attempt1"
+    for dropping in (trials_result(), changed, ConfigResult(status="failed")):
+        with pytest.raises(TitanbenchError, match="m/c trial 1 already finished ok"):
+            results.write_result(tmp_path, "m", "c", dropping)
+        assert path.read_bytes() == before
+    results.write_result(tmp_path, "m", "c", trials_result("ok", "ok"))
+    assert [t.status for t in results.read_result(tmp_path, "m", "c").trials] == ["ok", "ok"]
+
+
+def test_trial_logs_are_named_per_trial_and_find_their_config(tmp_path):
+    assert results.log_path(tmp_path, "m", "c", trial=2).name == "train.trial2.log"
+    assert results.log_path(tmp_path, "m", "c", 1, trial=2).name == "node1.trial2.log"
+    assert results.log_path(tmp_path, "m", "c", 1).name == "node1.log"
+    folder = results.config_dir(tmp_path, "m", "c")
+    folder.mkdir(parents=True)
+    for name in ("train.trial2.log", "train.trial10.log", "train.trial1.log.attempt1", "node1.trial1.log"):
+        (folder / name).write_text("")
+    assert results.config_folders(tmp_path) == [("m", "c")]
+    assert results.trial_logs(tmp_path, "m", "c") == {2: folder / "train.trial2.log", 10: folder / "train.trial10.log"}

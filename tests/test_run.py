@@ -227,6 +227,83 @@ def test_sigterm_marks_the_running_config_interrupted_and_resume_finishes_it(tmp
 
 
 @pytest.mark.torchrun
+def test_repeat_interleaves_the_trials_and_resume_runs_only_the_missing_one(tmp_path):
+    run_dir = tmp_path / "results" / "rep"
+    folders = {config: run_dir / "stand_in" / config for config in ("vanilla-bf16", "async-bf16")}
+    args = one_node(tmp_path, "--run-id", "rep", "--only", "vanilla-bf16", "--only", "async-bf16", "--repeat", "2")
+    # async-bf16 hangs on its second launch only: trial 2, the last of the four.
+    first = tmp_path / "first.out"
+    proc = start(tmp_path, *args, env=driver_env(STAND_IN_HANG_LAUNCH="async-bf16:2"), output=first)
+    wait_for(folders["async-bf16"] / "train.trial2.log", "step:  1", proc)
+    proc.send_signal(signal.SIGTERM)
+    assert finish(proc)[0] == 128 + signal.SIGTERM, first.read_text()
+    output = first.read_text()
+    verdicts = [line for line in output.splitlines() if line.startswith("[") and ": " in line]
+    assert verdicts[:3] == [
+        "[1/4] stand_in/vanilla-bf16 trial 1: ok",
+        "[2/4] stand_in/async-bf16 trial 1: ok",
+        "[3/4] stand_in/vanilla-bf16 trial 2: ok",
+    ], output
+    assert verdicts[3].startswith("[4/4] stand_in/async-bf16 trial 2: interrupted"), output
+    vanilla, hung = result(run_dir, "vanilla-bf16"), result(run_dir, "async-bf16")
+    started = sorted(
+        (t["started_at"], config, t["trial"]) for config in folders for t in result(run_dir, config)["trials"]
+    )
+    assert [(config, trial) for _, config, trial in started] == [
+        ("vanilla-bf16", 1), ("async-bf16", 1), ("vanilla-bf16", 2), ("async-bf16", 2)
+    ]  # fmt: skip
+    assert (vanilla["status"], vanilla["repeat"], [t["log"] for t in vanilla["trials"]]) == (
+        "ok", 2, ["train.trial1.log", "train.trial2.log"]
+    )  # fmt: skip
+    assert (hung["status"], [t["status"] for t in hung["trials"]]) == ("interrupted", ["ok", "interrupted"])
+    assert not (folders["vanilla-bf16"] / "train.log").exists()
+    assert json.loads((run_dir / "run.json").read_text())["request"]["repeat"] == 2
+    kept = {config: files_under(folder) for config, folder in folders.items()}
+    async_trial1 = hung["trials"][0]
+
+    resume = ["--resume", str(run_dir), "--master-port", str(free_port())]
+    code, output = finish(start(tmp_path, *resume))
+    assert code == 0, output
+    assert "stand_in/vanilla-bf16: ok in an earlier attempt, kept" in output
+    assert "stand_in/async-bf16 trial 1: ok in an earlier attempt, kept" in output
+    assert [line for line in output.splitlines() if line.startswith("[") and ": " in line] == [
+        "[1/1] stand_in/async-bf16 trial 2: ok"
+    ], output
+    assert files_under(folders["vanilla-bf16"]) == kept["vanilla-bf16"]
+    # Every async file is still there, byte for byte; the interrupted trial's log as its first attempt.
+    now = files_under(folders["async-bf16"])
+    for name, data in kept["async-bf16"].items():
+        if name != results.RESULT_FILE and not name.startswith("outputs"):
+            assert now[name.replace("trial2.log", "trial2.log.attempt1")] == data, name
+    resumed = result(run_dir, "async-bf16")
+    assert resumed["status"] == "ok" and resumed["trials"][0] == async_trial1
+    assert (resumed["trials"][1]["attempt"], resumed["trials"][1]["previous_logs"]) == (
+        2,
+        ["train.trial2.log.attempt1"],
+    )
+    assert "step: 20" in (folders["async-bf16"] / "train.trial2.log").read_text()
+
+    document = json.loads((run_dir / "results.json").read_text())
+    configs = {c["config"]: c for c in document["models"][0]["configs"]}
+    for config in folders:
+        entry = configs[config]
+        means = [t["measured_tps"] for t in entry["trials"]]
+        assert [t["trial"] for t in entry["trials"]] == [1, 2] and None not in means
+        assert entry["measured_tps"] == pytest.approx(sum(means) / 2)
+        assert entry["trials_stdev_tps"] == pytest.approx(abs(means[0] - means[1]) / math.sqrt(2))
+        assert entry["interval"] == {"method": "trial means", "se": pytest.approx(abs(means[0] - means[1]) / 2),
+                                     "df": 1, "trials": 2}  # fmt: skip
+    assert configs["async-bf16"]["speedup_ci95"]
+    markdown = (run_dir / "RESULTS.md").read_text()
+    assert "- vanilla-bf16 (2 trials, between-trial stdev" in markdown
+    assert "Configs run several times (`run --repeat N`)" in markdown
+
+    refused = CliRunner().invoke(main, ["run", "--resume", str(run_dir), "--repeat", "3"])
+    assert refused.exit_code == 1
+    assert "options disagree with the recorded run: --repeat 3 (the run has 2)" in refused.output
+
+
+@pytest.mark.torchrun
 def test_a_node_stopped_mid_config_stops_the_matrix_on_node_0(tmp_path):
     common = cluster(2, "--run-id", "lost", "--only", "vanilla-bf16", "--only", "async-bf16", "--grace-period", "10")
     node1_log = tmp_path / "node1" / "lost" / "stand_in" / "vanilla-bf16" / "node1.log"
@@ -437,8 +514,7 @@ def test_run_options_round_trip_through_run_json_to_the_same_launch_plan(tmp_pat
         model=str(SPEC), nodes=1, gpus_per_node=2, tp=1, steps=30, no_profiling=True, dataset="c4",
         dataset_path="c4", allow_fp32=True, gpu_mem_gib=40.5, force=True, device="cuda",
         trainer="stand_in_trainer", torchtitan_dir=Path("."), results=Path("results"), cache_dir=Path("cache"),
-        trace_dir=Path("traces"),
-        only=("vanilla-bf16", "async-bf16"),
+        trace_dir=Path("traces"), only=("vanilla-bf16", "async-bf16"), repeat=3, accept_socket_transport=True,
     ).absolute()  # fmt: skip
     results.write_run(tmp_path, RunRecord(request=given))
     request = json.loads((tmp_path / "run.json").read_text())["request"]
@@ -797,3 +873,16 @@ def test_a_dataset_url_is_recorded_as_given_not_as_a_local_path(tmp_path):
     assert recorded["dataset_path"] == "hf://datasets/allenai/c4"
     assert recorded["results"] == str(Path("results").resolve())
     assert results.read_run(tmp_path).request.dataset_path == "hf://datasets/allenai/c4"
+
+
+def test_a_repeated_config_is_ok_only_when_every_trial_is():
+    from titanbench.runner import combined_status
+
+    def trial(number: int, status: str, reason: str = "") -> results.TrialResult:
+        return results.TrialResult(trial=number, status=status, reason=reason)
+
+    assert combined_status([trial(1, "ok"), trial(2, "ok")], 2) == ("ok", "")
+    assert combined_status([trial(1, "ok")], 2) == ("incomplete", "1 of 2 trials run")
+    failed = [trial(1, "unverified", "no evidence"), trial(2, "failed", "exit code 3")]
+    assert combined_status(failed, 3) == ("failed", "trial 2: exit code 3")
+    assert combined_status([trial(1, "ok"), trial(2, "unverified", "x")], 2) == ("unverified", "trial 2: x")

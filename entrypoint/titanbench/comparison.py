@@ -20,7 +20,8 @@ from titanbench.stats import DEFAULT_WARMUP_STEPS
 METHOD = (
     "B / A is the ratio of the two runs' average TPS (each averaged as `titanbench report` does). Its 95% "
     "interval: the delta method on the log scale over the two runs' batch-means standard errors (independent "
-    "runs), Student-t with Welch-Satterthwaite degrees of freedom. Significant at 5%: the interval excludes "
+    "runs; for a config run several times, the mean of its trial averages and their standard error), "
+    "Student-t with Welch-Satterthwaite degrees of freedom. Significant at 5%: the interval excludes "
     "1.00; `significant` is null where either run has no interval (fewer than "
     f"{intervals.MIN_WINDOWS} used windows) or no number."
 )

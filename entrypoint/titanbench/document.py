@@ -5,9 +5,9 @@ JSON form (a public contract: keys and values stay as they are), and validating 
 document back, so a report can be re-rendered later.
 """
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from titanbench import intervals
 from titanbench.spec import Topology
@@ -55,15 +55,42 @@ class SummaryEntry(_Entry):
     n: int
 
 
+def _absent(value: Any) -> bool:
+    return value is None
+
+
+# Keys that only configs run several times (`run --repeat`) have: left out otherwise, so that the document of
+# a run without repeats keeps its keys.
+def _when_repeated() -> Any:
+    return Field(default=None, exclude_if=_absent)
+
+
 class IntervalEntry(_Entry):
-    """The batch-means estimate behind a 95% interval (`intervals.Estimate.to_dict()`)."""
+    """The estimate behind a 95% interval (`intervals.Estimate.to_dict()`): batch means over one run's
+    windows, or, for a config run several times, over its trials' averages (`trials` set, no batches)."""
 
     method: str
     se: float
-    # Whole batches minus one: kept an integer, as the estimate has it.
+    # Whole batches (or trials) minus one: kept an integer, as the estimate has it.
     df: int | float
-    batches: int
-    batch_size: int
+    batches: int | None = _when_repeated()
+    batch_size: int | None = _when_repeated()
+    trials: int | None = _when_repeated()
+
+
+class TrialEntry(_Entry):
+    """One trial of a config run several times: its own average, by the same method, and its verdict."""
+
+    trial: int
+    status: str
+    detail: str | None
+    log: str
+    measured_tps: float | None
+    # The trial's own batch-means interval (None under its minimum of windows).
+    measured_tps_ci95: list[float] | None
+    windows_used: int
+    stdev_tps: float | None
+    started_at: str | None
 
 
 class ConfigEntry(_Entry):
@@ -97,18 +124,33 @@ class ConfigEntry(_Entry):
     # Multi-node GPU configs: the network NCCL used, per node rank whose log node 0 read (result.json).
     transport: dict[str, str] | None = None
     summary: SummaryEntry | None = None
+    # Configs run several times only: each trial, and the standard deviation between the trials' averages.
+    # `summary` is then the last counted trial's (the step chart draws it).
+    trials: list[TrialEntry] | None = _when_repeated()
+    trials_stdev_tps: float | None = _when_repeated()
 
     def estimate(self) -> intervals.Estimate | None:
-        """The batch-means estimate recorded for this config (None without an interval)."""
+        """The estimate recorded for this config (None without an interval)."""
         if self.measured_tps is None or self.interval is None:
             return None
+        if self.interval.trials is not None:
+            trials = self.interval.trials
+            return intervals.Estimate(
+                mean=self.measured_tps,
+                se=self.interval.se,
+                df=self.interval.df,
+                n=trials,
+                batches=trials,
+                batch_size=1,
+                method=intervals.TRIAL_MEANS,
+            )
         return intervals.Estimate(
             mean=self.measured_tps,
             se=self.interval.se,
             df=self.interval.df,
             n=self.summary.n if self.summary else 0,
-            batches=self.interval.batches,
-            batch_size=self.interval.batch_size,
+            batches=self.interval.batches or 0,
+            batch_size=self.interval.batch_size or 0,
         )
 
 

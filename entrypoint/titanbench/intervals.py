@@ -8,6 +8,12 @@ the variance of the mean is `m * var(batch means) / n`, and the interval is Stud
 degrees of freedom around the mean of all used windows. Under 8 windows (4 batches of 2) there is
 no interval: fewer batches cannot tell noise from drift, and a number would be invented precision.
 
+A config run several times (`run --repeat N`) is averaged over its trials instead: the mean of the
+N trial averages, its standard error the sample standard deviation of the trial averages over
+sqrt(N), Student-t with N - 1 degrees of freedom. That interval reflects run-to-run variation
+(placement, clocks, the cluster's other jobs), which windows within one run cannot show. With one
+counted trial the batch-means interval of that trial stands.
+
 A ratio of two averages from independent runs takes the delta method on the log scale:
 `var(log r) = (se_a / mean_a)^2 + (se_b / mean_b)^2`, Student-t with Welch-Satterthwaite degrees of
 freedom, `r * exp(+-t * sd)`. Deterministic: no resampling, so a report re-renders identically.
@@ -42,6 +48,15 @@ METHOD = (
     "Welch-Satterthwaite degrees of freedom; a speedup whose interval holds 1.00 is flagged. "
     "Deterministic (no resampling)."
 )
+TRIAL_MEANS = "trial means"
+TRIALS_METHOD = (
+    "Configs run several times (`run --repeat N`): the average is the mean of the trial averages (each "
+    "trial averaged as above), the spread is the sample standard deviation between the trial averages, and "
+    "the 95% interval is Student-t with N - 1 degrees of freedom, mean +- t x stdev / sqrt(N), from the trial "
+    "averages only (it reflects the variation between runs, not only between windows); a config with a single "
+    "counted trial keeps that trial's batch-means interval. Speedups and `compare` take the same delta "
+    "method with these trial-level standard errors."
+)
 
 
 @dataclass(frozen=True)
@@ -54,12 +69,15 @@ class Estimate:
     n: int
     batches: int
     batch_size: int
+    method: str = "batch means"
 
     def interval(self, level: float = LEVEL) -> tuple[float, float]:
         half = t_quantile(self.df, 0.5 + level / 2) * self.se if self.se else 0.0
         return self.mean - half, self.mean + half
 
     def to_dict(self) -> dict[str, str | float | int]:
+        if self.method == TRIAL_MEANS:
+            return {"method": self.method, "se": self.se, "df": self.df, "trials": self.n}
         return {
             "method": "batch means",
             "se": self.se,
@@ -97,6 +115,15 @@ def batch_means(values: Sequence[float]) -> Estimate | None:
     means = [statistics.fmean(tail[i * size : (i + 1) * size]) for i in range(batches)]
     se = math.sqrt(size * statistics.variance(means) / n)
     return Estimate(mean=statistics.fmean(values), se=se, df=batches - 1, n=n, batches=batches, batch_size=size)
+
+
+def trial_means(means: Sequence[float]) -> Estimate | None:
+    """The estimate of a config's average over its trials' averages (t, N - 1 df); None under 2 trials."""
+    n = len(means)
+    if n < 2:
+        return None
+    se = statistics.stdev(means) / math.sqrt(n)
+    return Estimate(mean=statistics.fmean(means), se=se, df=n - 1, n=n, batches=n, batch_size=1, method=TRIAL_MEANS)
 
 
 def mean_interval(values: Sequence[float], level: float = LEVEL) -> tuple[float, float] | None:

@@ -28,6 +28,7 @@ from titanbench.spec import DEVICES, MAX_GPUS_PER_NODE, MAX_NODES, MAX_STEPS, De
 from titanbench.stats import DEFAULT_WARMUP_STEPS
 
 MAX_GPU_MEM_GIB = 100_000
+MAX_REPEAT = 100
 
 
 class FiniteFloat(click.FloatRange):
@@ -201,7 +202,7 @@ def resolve_device(requested: str, specs: list[MatrixSpec]) -> Device:
 
 
 class RunOptions(BaseModel):
-    """The matrix options of `plan` and `run` (named as click names them), plus `run`'s `--only`.
+    """The matrix options of `plan` and `run` (named as click names them), plus `run`'s `--only` and `--repeat`.
 
     Bounds are the command line's; a field a run.json lacks takes the command line's default."""
 
@@ -226,6 +227,8 @@ class RunOptions(BaseModel):
     cache_dir: Path | None = None
     trace_dir: Path | None = None
     only: tuple[str, ...] = ()
+    # Trials per config, interleaved across configs (`run --repeat`).
+    repeat: int = Field(default=1, ge=1, le=MAX_REPEAT)
 
     @classmethod
     def from_click(cls, values: Mapping[str, Any]) -> "RunOptions":

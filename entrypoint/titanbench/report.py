@@ -31,6 +31,7 @@ from titanbench.document import (
     ReportDocument,
     SummaryEntry,
     TopologySource,
+    TrialEntry,
 )
 from titanbench.errors import TitanbenchError
 from titanbench.pins import stack_pins
@@ -78,7 +79,7 @@ def _labels(
     return (match[1], match[2]) if match else (None, None)
 
 
-def _result_detail(result: results.ConfigResult) -> str | None:
+def _result_detail(result: results.AttemptRecord) -> str | None:
     if result.reason:
         return result.reason
     code = result.returncode if result.returncode is not None else result.exit_code
@@ -121,35 +122,18 @@ def _config_entry(
     except TitanbenchError as error:
         entry.status, entry.detail = NO_DATA, error.message
         return entry
-    log = results.log_path(run_dir, model, config_id)
-    summary: stats.Summary | None = None
-    log_problem: str | None = None
-    try:
-        summary = stats.summarize_file(log, warmup_steps=warmup_steps, profile_freq=profile_freq)
-    except TitanbenchError as error:
-        log_problem = error.message
-    else:
-        if not summary.n:
-            log_problem = "no window left after the warm-up and profiler windows"
-    status: str | None = result.status if result else None
-    detail = _result_detail(result) if result else None
     entry.evidence_checked = result.evidence_checked if result else None
-    if result and result.transport:
-        entry.transport = {rank: node.description for rank, node in result.transport.items()}
-    if summary is not None:
-        found = summary.evidence or logparse.evidence(log.read_text(errors="replace"))
-        entry.evidence = EvidenceEntry(async_tp=found.async_tp, float8_recipe=found.float8_recipe)
-        entry.summary = SummaryEntry.model_validate(summary.to_dict())
-        used = [w for w in summary.windows if w.step in set(summary.used_steps)]
-        entry.mfu = _mean([w.mfu for w in used if w.mfu is not None])
-        memory = [w.memory_gib for w in summary.windows if w.memory_gib is not None]
-        entry.peak_memory_gib = max(memory) if memory else None
-        if status is None:
-            # Logs alone: the log itself must show what the config claims (the runner checks this too).
-            detail = "; ".join(logparse.evidence_problems(tp_type, quantization, found)) or None
-            status = "unverified" if detail else "ok"
-    if status in (None, *COUNTED) and log_problem:
-        status, detail = NO_DATA, log_problem
+    # Repeated configs: the network of the latest trial that logged one.
+    transport = result and (result.transport or next((t.transport for t in reversed(result.trials) if t.transport), {}))
+    if transport:
+        entry.transport = {rank: node.description for rank, node in transport.items()}
+    trial_logs = results.trial_logs(run_dir, model, config_id)
+    if result.trials if result else trial_logs:
+        _add_trials(entry, run_dir, model, result, trial_logs, warmup_steps=warmup_steps, profile_freq=profile_freq)
+        return entry
+    log = results.log_path(run_dir, model, config_id)
+    summary, status, detail = _judge_log(log, result, entry, warmup_steps, profile_freq)
+    _add_log_facts(entry, [summary] if summary else [])
     entry.status, entry.detail = status or MISSING, detail
     if status in COUNTED and summary is not None and summary.avg_tps is not None:
         entry.measured_tps = summary.avg_tps
@@ -159,12 +143,126 @@ def _config_entry(
     return entry
 
 
-def _add_interval(entry: ConfigEntry, summary: stats.Summary) -> None:
-    used = set(summary.used_steps)
-    tps = [w.tps for w in summary.windows if w.step in used and w.tps is not None]
-    estimate = intervals.batch_means(tps)
+def _judge_log(
+    log: Path,
+    record: results.AttemptRecord | None,
+    entry: ConfigEntry,
+    warmup_steps: int,
+    profile_freq: int | None,
+) -> tuple[stats.Summary | None, str | None, str | None]:
+    """(summary, status, detail) of one run's log: the record's verdict, else what the log itself shows."""
+    summary: stats.Summary | None = None
+    log_problem: str | None = None
+    try:
+        summary = stats.summarize_file(log, warmup_steps=warmup_steps, profile_freq=profile_freq)
+    except TitanbenchError as error:
+        log_problem = error.message
+    else:
+        if not summary.n:
+            log_problem = "no window left after the warm-up and profiler windows"
+    status: str | None = record.status if record else None
+    detail = _result_detail(record) if record else None
+    if summary is not None:
+        found = summary.evidence or logparse.evidence(log.read_text(errors="replace"))
+        entry.evidence = EvidenceEntry(async_tp=found.async_tp, float8_recipe=found.float8_recipe)
+        if status is None:
+            # Logs alone: the log itself must show what the config claims (the runner checks this too).
+            detail = "; ".join(logparse.evidence_problems(entry.tp_type, entry.quantization, found)) or None
+            status = "unverified" if detail else "ok"
+    if status in (None, *COUNTED) and log_problem:
+        status, detail = NO_DATA, log_problem
+    return summary, status, detail
+
+
+def _add_log_facts(entry: ConfigEntry, summaries: list[stats.Summary]) -> None:
+    """The step chart's windows (the last summary's), MFU over every used window, the peak memory of all."""
+    if not summaries:
+        return
+    entry.summary = SummaryEntry.model_validate(summaries[-1].to_dict())
+    used = [w for s in summaries for w in s.windows if w.step in set(s.used_steps)]
+    entry.mfu = _mean([w.mfu for w in used if w.mfu is not None])
+    memory = [w.memory_gib for s in summaries for w in s.windows if w.memory_gib is not None]
+    entry.peak_memory_gib = max(memory) if memory else None
+
+
+def _add_trials(
+    entry: ConfigEntry,
+    run_dir: Path,
+    model: str,
+    result: results.ConfigResult | None,
+    logs: dict[int, Path],
+    *,
+    warmup_steps: int,
+    profile_freq: int | None,
+) -> None:
+    """A config run several times: each trial averaged on its own, then combined over the trial averages."""
+    records = {t.trial: t for t in result.trials} if result else {}
+    folder = results.config_dir(run_dir, model, entry.config)
+    trials: list[TrialEntry] = []
+    counted: list[stats.Summary] = []
+    for number in sorted(set(records) | set(logs)):
+        record = records.get(number)
+        log = (
+            folder / record.log
+            if record and record.log
+            else results.log_path(run_dir, model, entry.config, trial=number)
+        )
+        summary, status, detail = _judge_log(log, record, entry, warmup_steps, profile_freq)
+        tps = summary.avg_tps if summary is not None and status in COUNTED else None
+        if tps is not None and summary is not None:
+            counted.append(summary)
+        estimate = _window_estimate(summary) if tps is not None and summary is not None else None
+        trials.append(
+            TrialEntry(
+                trial=number,
+                status=status or MISSING,
+                detail=detail,
+                log=log.name,
+                measured_tps=tps,
+                measured_tps_ci95=list(estimate.interval()) if estimate else None,
+                windows_used=summary.n if summary else 0,
+                stdev_tps=summary.stdev_tps if summary else None,
+                started_at=record.started_at if record else None,
+            )
+        )
+    entry.trials = trials
+    _add_log_facts(entry, counted)
+    if result:
+        entry.status, entry.detail = result.status, _result_detail(result)
+    elif all(t.status in COUNTED for t in trials):
+        unverified = [f"trial {t.trial}: {t.detail}" for t in trials if t.status == "unverified"]
+        entry.status, entry.detail = ("unverified", "; ".join(unverified)) if unverified else ("ok", None)
+    else:
+        failed = next(t for t in trials if t.status not in COUNTED)
+        entry.status, entry.detail = failed.status, f"trial {failed.trial}: {failed.detail}"
+    if entry.status not in COUNTED:
+        return
+    means = [t.measured_tps for t in trials if t.measured_tps is not None]
+    if not means:
+        entry.status, entry.detail = NO_DATA, "no trial has a window left to average"
+        return
+    entry.measured_tps = statistics.fmean(means)
+    if entry.published_tps:
+        entry.ratio = entry.measured_tps / entry.published_tps
+    estimate = intervals.trial_means(means)
     if estimate is None:
-        entry.interval_note = intervals.no_interval_reason(len(tps))
+        # One counted trial: its windows are all there is to go on.
+        _add_interval(entry, counted[0])
+        return
+    entry.trials_stdev_tps = statistics.stdev(means)
+    entry.measured_tps_ci95 = list(estimate.interval())
+    entry.interval = IntervalEntry.model_validate(estimate.to_dict())
+
+
+def _window_estimate(summary: stats.Summary) -> intervals.Estimate | None:
+    used = set(summary.used_steps)
+    return intervals.batch_means([w.tps for w in summary.windows if w.step in used and w.tps is not None])
+
+
+def _add_interval(entry: ConfigEntry, summary: stats.Summary) -> None:
+    estimate = _window_estimate(summary)
+    if estimate is None:
+        entry.interval_note = intervals.no_interval_reason(summary.n)
         return
     entry.measured_tps_ci95 = list(estimate.interval())
     entry.interval = IntervalEntry.model_validate(estimate.to_dict())
@@ -419,6 +517,20 @@ def collect(
     models = list(dict.fromkeys([p.model for p in plans] + [model for model, _ in found]))
     manifest = run.environment
     pin_values, pin_source = _pins(run)
+    entries = [
+        _model_entry(
+            run_dir,
+            model,
+            spec=specs.get(model),
+            plans=[p for p in plans if p.model == model],
+            present={config for m, config in found if m == model},
+            manifest=manifest,
+            warmup_steps=warmup_steps,
+            profile_freq=profile_freq,
+        )
+        for model in models
+    ]
+    repeated = any(c.trials for m in entries for c in m.configs)
     return ReportDocument(
         run_dir=str(run_dir),
         published_source=PUBLISHED_SOURCE,
@@ -426,21 +538,9 @@ def collect(
             warmup_steps=warmup_steps,
             profile_freq=profile_freq,
             method=stats.METHOD,
-            interval_method=intervals.METHOD,
+            interval_method=intervals.METHOD + (" " + intervals.TRIALS_METHOD if repeated else ""),
         ),
-        models=[
-            _model_entry(
-                run_dir,
-                model,
-                spec=specs.get(model),
-                plans=[p for p in plans if p.model == model],
-                present={config for m, config in found if m == model},
-                manifest=manifest,
-                warmup_steps=warmup_steps,
-                profile_freq=profile_freq,
-            )
-            for model in models
-        ],
+        models=entries,
         environment_recorded=manifest is not None,
         build_mode=_build_mode(manifest),
         pins=pin_values,
@@ -528,7 +628,13 @@ def _interval_notes(configs: list[ConfigEntry]) -> list[str]:
     measured = [c for c in configs if c.measured_tps is not None]
     if not measured:
         return []
-    lines = ["Brackets: 95% intervals (batch means; see the averaging method)."]
+    if any(c.trials for c in measured):
+        lines = [
+            "Brackets: 95% intervals (from the trial averages for configs run several times, else batch means; "
+            "see the averaging method)."
+        ]
+    else:
+        lines = ["Brackets: 95% intervals (batch means; see the averaging method)."]
     for config in measured:
         if config.interval_note:
             lines.append(f"- {config.config}: {config.interval_note}")
@@ -546,6 +652,20 @@ def _transport(config: ConfigEntry) -> str:
     return "; ".join(f"node {rank}: {network}" for rank, network in config.transport.items())
 
 
+def _spread(config: ConfigEntry) -> str:
+    """The Stdev TPS cell: between the trials' averages for a config run several times, else between windows."""
+    if config.trials_stdev_tps is not None:
+        return f"{config.trials_stdev_tps:.1f} (between trials)"
+    summary = config.summary
+    return _number(summary.stdev_tps if summary and config.measured_tps is not None else None, ".1f")
+
+
+def _windows_used(config: ConfigEntry) -> str:
+    if config.trials:
+        return " + ".join(str(t.windows_used) for t in config.trials)
+    return str(config.summary.n) if config.summary else "0"
+
+
 def _comparison(configs: list[ConfigEntry]) -> list[str]:
     published = any(c.published_tps for c in configs)
     networks = any(c.transport for c in configs)
@@ -554,8 +674,8 @@ def _comparison(configs: list[ConfigEntry]) -> list[str]:
             c.config,
             _number(c.measured_tps, ".1f"),
             *([_number(c.published_tps, "g"), _number(c.ratio, ".2f")] if published else []),
-            _number(c.summary.stdev_tps if c.summary and c.measured_tps is not None else None, ".1f"),
-            str(c.summary.n) if c.summary else "0",
+            _spread(c),
+            _windows_used(c),
             _number(c.mfu, ".2f") + ("%" if c.mfu is not None else ""),
             _number(c.peak_memory_gib, ".2f") + (" GiB" if c.peak_memory_gib is not None else ""),
             *([_transport(c)] if networks else []),
@@ -567,6 +687,25 @@ def _comparison(configs: list[ConfigEntry]) -> list[str]:
     header += ["Windows used", "MFU", "Peak memory", *(["Network (NCCL)"] if networks else []), "Status"]
     align = [":---", *["---:"] * (len(header) - 2 - networks), *([":---"] if networks else []), ":---"]
     return _table(header, align, rows)
+
+
+def _trials(configs: list[ConfigEntry]) -> list[str]:
+    """One line per config run several times: each trial's average [its own interval], or its status."""
+    lines = []
+    for config in configs:
+        if not config.trials:
+            continue
+        shown = []
+        for trial in config.trials:
+            if trial.measured_tps is None:
+                text = trial.status + (f": {trial.detail}" if trial.detail else "")
+            else:
+                text = _with_interval(trial.measured_tps, trial.measured_tps_ci95, ".1f")
+                text += " (unverified)" if trial.status == "unverified" else ""
+            shown.append(f"trial {trial.trial} {text}")
+        spread = f", between-trial stdev {config.trials_stdev_tps:.1f}" if config.trials_stdev_tps is not None else ""
+        lines.append(f"- {config.config} ({len(config.trials)} trials{spread}): " + "; ".join(shown))
+    return ["Trials (average TPS of each run of the config):", "", *lines, ""] if lines else []
 
 
 def _deviations(model: ModelEntry) -> list[str]:
@@ -613,6 +752,7 @@ def _model_section(model: ModelEntry, environment_recorded: bool, table: str = "
             lines += [*notes, ""]
     published = any(c.published_tps for c in model.configs)
     lines += ["Measured against published:" if published else "Measured:", "", *_comparison(model.configs), ""]
+    lines += _trials(model.configs)
     lines += ["Deviations from the published setup:", "", *_deviations(model), ""]
     lines += ["Environment:", ""]
     if not environment_recorded:

@@ -6,7 +6,12 @@
     RUN_DIR/<model>/<config>/result.json   status of that config (optional: logs alone are enough)
     RUN_DIR/results.json, RESULTS.md, RESULTS.png   written by the report
 
-Every JSON file is written atomically; a finished `ok` result is never overwritten.
+A config run several times (`run --repeat N`, N > 1) keeps one log per trial, `train.trial<K>.log` and
+`node<R>.trial<K>.log` (K = 1..N), and one result.json whose `trials` list holds each trial's record;
+with N = 1 the layout is the one above.
+
+Every JSON file is written atomically; a finished `ok` result is never overwritten, and a trial that
+finished `ok` is never dropped from its config's result.json (nor its log renamed: it is never rerun).
 """
 
 import fcntl
@@ -15,7 +20,7 @@ import os
 import re
 import socket
 from pathlib import Path
-from typing import Literal, TypeVar, get_args
+from typing import Any, Literal, TypeVar, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -53,9 +58,21 @@ def config_dir(run_dir: Path, model: str, config: str) -> Path:
     return run_dir / model / config
 
 
-def log_path(run_dir: Path, model: str, config: str, node_rank: int = 0) -> Path:
-    name = TRAIN_LOG if node_rank == 0 else f"node{node_rank}.log"
+def log_path(run_dir: Path, model: str, config: str, node_rank: int = 0, trial: int | None = None) -> Path:
+    """A node's log of a config; of one trial when the config runs several times (`trial` from 1)."""
+    stem = "train" if node_rank == 0 else f"node{node_rank}"
+    name = f"{stem}.log" if trial is None else f"{stem}.trial{trial}.log"
     return config_dir(run_dir, model, config) / name
+
+
+_TRIAL_LOG = re.compile(r"train\.trial([1-9]\d*)\.log")
+
+
+def trial_logs(run_dir: Path, model: str, config: str) -> dict[int, Path]:
+    """Node 0's per-trial logs of a config present on disk, by trial number (empty for a single-run config)."""
+    folder = config_dir(run_dir, model, config)
+    found = {int(m[1]): path for path in folder.glob("train.trial*.log") if (m := _TRIAL_LOG.fullmatch(path.name))}
+    return dict(sorted(found.items()))
 
 
 class _Record(BaseModel):
@@ -187,8 +204,8 @@ class NodeTransport(_Record):
     description: str = ""
 
 
-class ConfigResult(_Record):
-    """<model>/<config>/result.json: one config's verdict."""
+class AttemptRecord(_Record):
+    """What a config's result.json, or one trial of it, records of its last attempt."""
 
     status: Status
     reason: str = ""
@@ -212,6 +229,23 @@ class ConfigResult(_Record):
     nodes: dict[str, str] = {}
     # Multi-node GPU configs: per node rank whose log node 0 read.
     transport: dict[str, NodeTransport] = {}
+
+
+class TrialResult(AttemptRecord):
+    """One trial of a config run several times (`run --repeat`): its number (from 1) and its last attempt."""
+
+    trial: int = Field(ge=1)
+
+
+class ConfigResult(AttemptRecord):
+    """<model>/<config>/result.json: one config's verdict; with `run --repeat N` (N > 1), over its trials."""
+
+    # Set only for N > 1: the trials planned, and each trial run so far, by number.
+    repeat: int | None = Field(default=None, ge=1)
+    trials: list[TrialResult] = []
+
+    def trial(self, number: int) -> TrialResult | None:
+        return next((t for t in self.trials if t.trial == number), None)
 
 
 Record = TypeVar("Record", bound=_Record)
@@ -238,6 +272,10 @@ def _write(path: Path, record: _Record) -> None:
     write_json(path, record.model_dump(mode="json", exclude_unset=True))
 
 
+def _dumped(record: _Record | None) -> dict[str, Any] | None:
+    return None if record is None else record.model_dump(mode="json", exclude_unset=True)
+
+
 def read_run(run_dir: Path) -> RunRecord | None:
     """run.json, or None."""
     return _read(run_dir / RUN_FILE, RunRecord)
@@ -253,20 +291,26 @@ def read_result(run_dir: Path, model: str, config: str) -> ConfigResult | None:
 
 
 def write_result(run_dir: Path, model: str, config: str, result: ConfigResult) -> None:
-    """Write a config's result; refuses to replace an `ok` one (finished results are never lost)."""
+    """Write a config's result; refuses to replace an `ok` one, or one holding an `ok` trial that the new
+    result does not keep as it is (finished results are never lost)."""
     previous = read_result(run_dir, model, config)
     if previous and previous.status == "ok":
         raise TitanbenchError(f"{model}/{config} already finished ok in {run_dir}: not overwriting it")
+    for kept in previous.trials if previous else []:
+        if kept.status == "ok" and _dumped(result.trial(kept.trial)) != _dumped(kept):
+            raise TitanbenchError(
+                f"{model}/{config} trial {kept.trial} already finished ok in {run_dir}: not overwriting it"
+            )
     _write(config_dir(run_dir, model, config) / RESULT_FILE, result)
 
 
 def config_folders(run_dir: Path) -> list[tuple[str, str]]:
-    """(model, config) of every config folder holding a train.log or a result.json, sorted."""
+    """(model, config) of every config folder holding a train.log, a trial's log or a result.json, sorted."""
     if not run_dir.is_dir():
         raise TitanbenchError(f"{run_dir}: no such run directory")
     found = {
         (path.parent.parent.name, path.parent.name)
-        for pattern in (f"*/*/{TRAIN_LOG}", f"*/*/{RESULT_FILE}")
+        for pattern in (f"*/*/{TRAIN_LOG}", "*/*/train.trial*.log", f"*/*/{RESULT_FILE}")
         for path in run_dir.glob(pattern)
     }
     return sorted(found)

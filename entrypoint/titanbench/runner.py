@@ -3,6 +3,10 @@
 Node 0 is the authority: it decides which configs run (on `--resume`, those not `ok`), writes every
 `result.json` and `run.json`, and renders the report at the end. Other nodes follow its decisions
 through `titanbench.coordinate` and only keep their own logs (`node<R>.log`).
+
+With `--repeat N` (N > 1) the unit of work is a trial: trial 1 of every config, then trial 2 of every
+config, and so on, so that drift over the run (clocks, temperature, the cluster's other jobs) does not
+favour one config. On `--resume`, only the trials not `ok` run, in the same order.
 """
 
 import contextlib
@@ -83,6 +87,19 @@ def config_key(plan: ConfigPlan) -> str:
     return f"{plan.model}/{plan.config}"
 
 
+def combined_status(trials: list[results.TrialResult], repeat: int) -> tuple[results.Status, str]:
+    """A config's (status, reason) over its trials: ok once all `repeat` trials are ok; else the first
+    trial that failed; else `incomplete` while trials are missing; else `unverified` (all counted)."""
+    if len(trials) == repeat and all(t.status == "ok" for t in trials):
+        return "ok", ""
+    failed = [t for t in trials if t.status not in ("ok", "unverified")]
+    if failed:
+        return failed[0].status, f"trial {failed[0].trial}: {failed[0].reason}"
+    if len(trials) < repeat:
+        return "incomplete", f"{len(trials)} of {repeat} trials run"
+    return "unverified", "; ".join(f"trial {t.trial}: {t.reason}" for t in trials if t.status == "unverified")
+
+
 def _say(out: TextIO, message: str) -> None:
     click.echo(message, file=out)
 
@@ -136,11 +153,11 @@ def _plans(options: RunOptions, placement: Placement, run_dir: Path) -> list[Con
     )
 
 
-def node_transports(plan: ConfigPlan, run_dir: Path, log: LogScan) -> dict[int, Transport]:
+def node_transports(plan: ConfigPlan, run_dir: Path, log: LogScan, trial: int | None = None) -> dict[int, Transport]:
     """The NCCL network of each node whose log node 0 can read (all of them on shared results storage)."""
     transports = {0: log.transport()}
     for rank in range(1, plan.topology.nodes):
-        path = results.log_path(run_dir, plan.model, plan.config, rank)
+        path = results.log_path(run_dir, plan.model, plan.config, rank, trial)
         if path.is_file():
             transports[rank] = scan_file(path).transport()
     return transports
@@ -328,9 +345,11 @@ class Follower:
             if not self.coordinator.is_current():
                 raise TitanbenchError(f"node 0 has moved past {decision['config']}: it stopped waiting for this node")
             plan = self.plans[decision["config"]]
-            log = results.log_path(self.run_dir, plan.model, plan.config, self.topology.node_rank)
+            trial = decision.get("trial")
+            log = results.log_path(self.run_dir, plan.model, plan.config, self.topology.node_rank, trial)
             results.archive_log(log)
-            progress = Progress(driver.out, decision["index"], decision["total"], decision["config"], plan.steps)
+            label = decision["config"] + (f" trial {trial}" if trial else "")
+            progress = Progress(driver.out, decision["index"], decision["total"], label, plan.steps)
             outcome = launch(plan, log, driver.request.limits, driver.stop, progress, secrets=driver.secrets)
             progress.finish(outcome.status)
             if driver.stop.signal:
@@ -392,21 +411,45 @@ class Leader:
         result = results.read_result(self.run_dir, plan.model, plan.config)
         return result.status if result else None
 
+    def _todo(self) -> list[tuple[ConfigPlan, int | None]]:
+        """What runs, in order: (config, trial), the trial None without --repeat; say what is kept."""
+        out = self.driver.out
+        runnable = [p for p in self.plans if not p.skip_reason]
+        repeat = self.options.repeat
+        done = {config_key(p): self._status(p) == "ok" for p in runnable}
+        for plan in runnable:
+            if done[config_key(plan)]:
+                _say(out, f"{config_key(plan)}: ok in an earlier attempt, kept")
+        if repeat == 1:
+            return [(p, None) for p in runnable if not done[config_key(p)]]
+        todo: list[tuple[ConfigPlan, int | None]] = []
+        kept = {}
+        for plan in runnable:
+            result = None if done[config_key(plan)] else results.read_result(self.run_dir, plan.model, plan.config)
+            kept[config_key(plan)] = {t.trial for t in result.trials if t.status == "ok"} if result else set()
+        for trial in range(1, repeat + 1):
+            for plan in runnable:
+                if done[config_key(plan)]:
+                    continue
+                if trial in kept[config_key(plan)]:
+                    _say(out, f"{config_key(plan)} trial {trial}: ok in an earlier attempt, kept")
+                else:
+                    todo.append((plan, trial))
+        return todo
+
     def loop(self) -> int:
         driver = self.driver
-        todo = [p for p in self.plans if self._status(p) != "ok" and not p.skip_reason]
         for plan in self.plans:
             if plan.skip_reason:
                 self._skip(plan)
-            elif plan not in todo:
-                _say(driver.out, f"{config_key(plan)}: ok in an earlier attempt, kept")
+        todo = self._todo()
         self._write_run()
         stopped = ""  # why the matrix ends before its last config
-        for index, plan in enumerate(todo, start=1):
+        for index, (plan, trial) in enumerate(todo, start=1):
             if driver.stop.signal:
                 break
             try:
-                stopped = self._run_one(plan, index, len(todo))
+                stopped = self._run_one(plan, trial, index, len(todo))
             except OSError as error:
                 self._record_write_failure(error)
                 raise
@@ -457,26 +500,29 @@ class Leader:
         results.write_result(self.run_dir, plan.model, plan.config, record)
         _say(self.driver.out, f"{config_key(plan)}: skipped: {record.reason}")
 
-    def _run_one(self, plan: ConfigPlan, index: int, total: int) -> str:
-        """Run one config on every node and write its result; returns why the matrix must stop ("": go on)."""
+    def _run_one(self, plan: ConfigPlan, trial: int | None, index: int, total: int) -> str:
+        """Run one config (one trial of it with --repeat) on every node and write its result; returns why the
+        matrix must stop ("": go on)."""
         driver = self.driver
         key = config_key(plan)
         if self.coordinator is not None:
-            self.coordinator.announce({"config": key, "index": index, "total": total})
-        log = results.log_path(self.run_dir, plan.model, plan.config)
+            where = {"trial": trial} if trial else {}
+            self.coordinator.announce({"config": key, "index": index, "total": total, **where})
+        log = results.log_path(self.run_dir, plan.model, plan.config, trial=trial)
         results.archive_log(log)
         previous = results.read_result(self.run_dir, plan.model, plan.config)
+        before = previous.trial(trial) if previous and trial else previous
         attempt = Attempt(
             model=plan.model,
             config=plan.config,
             steps=plan.steps,
-            attempt=(previous.attempt if previous else 0) + 1,
+            attempt=(before.attempt if before else 0) + 1,
             log=log.name,
             previous_logs=results.previous_attempts(log),
             evidence_checked=plan.checks_torchtitan,
             fingerprint=plan.fingerprint,
         )
-        progress = Progress(driver.out, index, total, key, plan.steps)
+        progress = Progress(driver.out, index, total, key + (f" trial {trial}" if trial else ""), plan.steps)
         outcome = launch(
             plan,
             log,
@@ -484,11 +530,11 @@ class Leader:
             driver.stop,
             progress,
             secrets=driver.secrets,
-            on_stop=lambda signum: self._mark_interrupted(attempt, signum),
+            on_stop=lambda signum: self._mark_interrupted(attempt, trial, signum),
         )
         nodes = self.coordinator.collect(driver._stopped) if self.coordinator is not None else {}
         scan = scan_file(log)
-        transports = node_transports(plan, self.run_dir, scan)
+        transports = node_transports(plan, self.run_dir, scan, trial)
         status, reason = classify(outcome, scan, plan, transports)
         # A node that was interrupted, left or went silent cannot run the next config: the matrix stops.
         gone = ", ".join(f"node {rank} {s}" for rank, s in nodes.items() if s not in CARRY_ON)
@@ -507,23 +553,48 @@ class Leader:
                 )
                 for rank, t in transports.items()
             }
-        results.write_result(self.run_dir, plan.model, plan.config, result)
+        self._write_result(plan.model, plan.config, result, trial)
         self.run.timings[key] = results.Timing(
             status=result.status,
             attempt=result.attempt,
             started_at=result.started_at,
             finished_at=result.finished_at,
             duration_s=result.duration_s,
+            **({"trial": trial} if trial else {}),
         )
         self._write_run()
         # One verdict per config, after the log and the other nodes have been heard.
         progress.finish(status if status == "ok" else f"{status}: {reason}")
         return gone
 
-    def _mark_interrupted(self, attempt: "Attempt", signum: int) -> None:
+    def _write_result(self, model: str, config: str, result: results.ConfigResult, trial: int | None) -> None:
+        """A config's result.json; with --repeat, `result` is one trial's, kept with the config's other trials."""
+        if trial is None:
+            results.write_result(self.run_dir, model, config, result)
+            return
+        previous = results.read_result(self.run_dir, model, config)
+        record = results.TrialResult.model_validate({"trial": trial, **result.model_dump(exclude_unset=True)})
+        trials = {t.trial: t for t in previous.trials} if previous else {}
+        trials[trial] = record
+        ordered = [trials[number] for number in sorted(trials)]
+        status, reason = combined_status(ordered, self.options.repeat)
+        combined = results.ConfigResult(
+            status=status,
+            reason=reason,
+            model=model,
+            config=config,
+            steps=result.steps,
+            fingerprint=result.fingerprint,
+            evidence_checked=result.evidence_checked,
+            repeat=self.options.repeat,
+            trials=ordered,
+        )
+        results.write_result(self.run_dir, model, config, combined)
+
+    def _mark_interrupted(self, attempt: "Attempt", trial: int | None, signum: int) -> None:
         """On the first sight of a signal, before torchrun's grace period: a kill may come before it ends."""
         result = attempt.result("interrupted", f"signal {signum}, stopping")
-        results.write_result(self.run_dir, attempt.model, attempt.config, result)
+        self._write_result(attempt.model, attempt.config, result, trial)
         self.run.status = "interrupted"
         self._write_run()
 
