@@ -18,7 +18,7 @@ import click
 
 from titanbench import __version__, results
 from titanbench.clock import run_id_now, utc_now
-from titanbench.coordinate import CARRY_ON
+from titanbench.coordinate import CARRY_ON, DEFAULT_LIVENESS_TIMEOUT, check_address
 from titanbench.errors import TitanbenchError
 from titanbench.launch import Limits, Outcome, Progress, Stop, launch
 from titanbench.logparse import LogScan, evidence_problems, scan_file
@@ -55,6 +55,7 @@ class Request:
     coord_port: int | None
     join_timeout: float
     limits: Limits
+    liveness_timeout: float = DEFAULT_LIVENESS_TIMEOUT
 
 
 def config_key(plan: ConfigPlan) -> str:
@@ -200,6 +201,7 @@ class Driver:
         options = recorded or options
         topology = discover_placement(self.env, request.explicit, _plan_nodes(options))
         _say(self.out, f"titanbench run: {topology.describe()}")
+        check_address(topology.master_addr)
         coordinator = None
         if topology.nnodes > 1:
             from titanbench.coordinate import Coordinator
@@ -212,7 +214,13 @@ class Driver:
                 )
             try:
                 coordinator = Coordinator(
-                    topology.master_addr, port, topology.nnodes, topology.node_rank, request.join_timeout, self._stopped
+                    topology.master_addr,
+                    port,
+                    topology.nnodes,
+                    topology.node_rank,
+                    request.join_timeout,
+                    self._stopped,
+                    request.liveness_timeout,
                 )
             except TitanbenchError as error:
                 if not self.stop.signal:
@@ -313,7 +321,16 @@ class Follower:
             log = results.log_path(self.run_dir, plan.model, plan.config, self.topology.node_rank)
             results.archive_log(log)
             progress = Progress(driver.out, decision["index"], decision["total"], decision["config"], plan.steps)
-            outcome = launch(plan, log, driver.request.limits, driver.stop, progress, secrets=driver.secrets)
+            outcome = launch(
+                plan,
+                log,
+                driver.request.limits,
+                driver.stop,
+                progress,
+                secrets=driver.secrets,
+                environ=driver.env,
+                watch=self.coordinator.watch,
+            )
             progress.finish(outcome.status)
             if driver.stop.signal:
                 # Node 0 may be going down too (preemption signals every node): report if it still listens.
@@ -463,10 +480,13 @@ class Leader:
             driver.stop,
             progress,
             secrets=driver.secrets,
+            environ=driver.env,
             on_stop=lambda signum: self._mark_interrupted(record, signum),
+            watch=self.coordinator.watch if self.coordinator is not None else None,
         )
         status, reason = classify(outcome, scan_file(log), plan)
-        nodes = self.coordinator.collect(driver._stopped) if self.coordinator is not None else {}
+        halt = outcome.status == "interrupted"  # the other nodes' torchruns cannot finish without this one
+        nodes = self.coordinator.collect(driver._stopped, halt) if self.coordinator is not None else {}
         # A node that was interrupted, left or went silent cannot run the next config: the matrix stops.
         gone = ", ".join(f"node {rank} {s}" for rank, s in nodes.items() if s not in CARRY_ON)
         not_ok = ", ".join(f"node {rank} {s}" for rank, s in nodes.items() if s != "ok")
