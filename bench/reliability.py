@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from scale_sim import LIMIT, SPEC, Node, env_for, finish, free_port, leftovers  # noqa: E402
+from scale_sim import LIMIT, SPEC, Node, env_for, finish, free_port, leftovers
 
 FLOOD = "import sys\nfor _ in range(100):\n    sys.stdout.write('x' * (1 << 20))\nsys.stdout.flush()\n"
 

@@ -2,7 +2,6 @@
 (SIGSTOP) or killed mid-config, a node that never joins, an address that does not resolve, a rendezvous that
 fails. Each is noticed within a bound and leaves no process behind."""
 
-import os
 import signal
 import subprocess
 import time
@@ -74,7 +73,7 @@ def test_a_follower_killed_mid_config_is_noticed_by_node_0_within_the_liveness_b
 
 @pytest.mark.torchrun
 def test_a_silent_node_0_is_noticed_by_the_follower_within_the_liveness_bound(tmp_path):
-    node0, node1, out0, out1 = two_nodes(tmp_path, HUNG, HUNG)
+    node0, node1, _, out1 = two_nodes(tmp_path, HUNG, HUNG)
     wait_for(tmp_path / "node1" / "r" / "stand_in" / "vanilla-bf16" / "node1.log", "step:  1", node1)
     node0.send_signal(signal.SIGSTOP)
     try:
