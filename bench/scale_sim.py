@@ -116,12 +116,15 @@ def leftovers(work: Path) -> int:
     return len([pid for pid in found if int(pid) != os.getpid()])
 
 
-def hung(nodes: list[Node], work: Path) -> Node:
-    """The last follower, once its second config has hung after step 1."""
+def hung(nodes: list[Node], work: Path, attempt: int) -> Node:
+    """The last follower, once its second config has hung after step 1 in this attempt (a resumed run keeps
+    the earlier attempts' logs as nodeR.log.attemptK)."""
     victim = nodes[-1]
     log = work / f"node{victim.rank}" / "sim" / "stand_in" / "async-bf16" / f"node{victim.rank}.log"
     deadline = time.monotonic() + LIMIT
-    while "step:  1" not in (log.read_text() if log.exists() else ""):
+    while len(list(log.parent.glob(log.name + ".attempt*"))) < attempt - 1 or "step:  1" not in (
+        log.read_text() if log.exists() else ""
+    ):
         if time.monotonic() > deadline:
             raise SystemExit(f"{log} never reached step 1")
         time.sleep(0.1)
@@ -139,7 +142,7 @@ def simulate(nnodes: int, liveness: float) -> dict[str, float | int | str]:
         row["agree"] = leader.wait_for("[1/2] stand_in/vanilla-bf16  step") - sent
         verdicts = max(node.wait_for("[1/2] stand_in/vanilla-bf16: ") for node in nodes)
         row["between"] = leader.wait_for("[2/2] stand_in/async-bf16  step") - verdicts
-        victim = hung(nodes, work)
+        victim = hung(nodes, work, 1)
         signalled = time.monotonic()
         victim.proc.send_signal(signal.SIGTERM)
         row["sigterm"] = leader.wait_for("[2/2] stand_in/async-bf16: ") - signalled
@@ -149,7 +152,7 @@ def simulate(nnodes: int, liveness: float) -> dict[str, float | int | str]:
         # 2: resume; SIGKILL to a follower mid-config.
         nodes = start(nnodes, work, ["--resume"], hang=True, liveness=liveness)
         leader = nodes[0]
-        victim = hung(nodes, work)
+        victim = hung(nodes, work, 2)
         killed = time.monotonic()
         victim.proc.kill()
         row["sigkill"] = leader.wait_for("[1/1] stand_in/async-bf16: ") - killed

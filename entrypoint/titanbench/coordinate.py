@@ -360,7 +360,9 @@ class Coordinator:
             gone = {rank: why for rank, why in self._gone().items() if rank not in statuses}
             if gone:
                 self.halt()
-            statuses |= gone
+            for rank, why in gone.items():  # a node that reported before it left: its report is its status
+                key = f"finished/{self.decision}/{rank}"
+                statuses[rank] = self._call("get", key).decode() if self._call("check", [key]) else why
             waiting = [rank for rank in self.followers if rank not in statuses]
             keys = [f"finished/{self.decision}/{rank}" for rank in waiting]
             if self._all_set(keys):
