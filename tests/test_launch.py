@@ -550,3 +550,27 @@ def test_a_secret_across_the_line_cap_is_masked(tmp_path):
     assert secret[:9] not in log and secret[9:] not in log
     assert log.count("***") == len(range(-30, 30, 7))
     assert all(secret[:9] not in entry and secret[9:] not in entry for entry in outcome.log_tail)
+
+
+def test_torchruns_rendezvous_trouble_reaches_the_console_once(tmp_path):
+    code = """
+        import time
+        for _ in range(3):
+            print("[W1201 04:59:39.936090088 socket.cpp:764] [c10d] The IPv6 network addresses of "
+                  "(node0.example, 29500) cannot be retrieved (gai error: -2 - Name or service not known).")
+        time.sleep(0.5)
+    """
+    outcome, log, progress = run(code, tmp_path)
+    assert outcome.status == "ok" and log.count("cannot be retrieved") == 3
+    assert progress.count("torchrun reports:") == 1
+    assert (
+        "m/c: torchrun reports: The IPv6 network addresses of (node0.example, 29500) cannot be retrieved "
+        "(gai error: -2 - Name or service not known)." in progress
+    )
+
+
+def test_a_watch_that_reports_a_lost_node_stops_the_config(tmp_path):
+    started = time.monotonic()
+    outcome, _, _ = run("import time; time.sleep(60)", tmp_path, watch=lambda: "node 1 lost: silent")
+    assert (outcome.status, outcome.reason) == ("interrupted", "node 1 lost: silent")
+    assert time.monotonic() - started < 30

@@ -133,6 +133,7 @@ class Progress:
         self.tty = stream.isatty()
         self.started = time.monotonic()
         self.first: tuple[int, float] | None = None
+        self.noted = False
 
     def line(self, step: int | None, tps: float | None) -> str:
         now = time.monotonic()
@@ -153,6 +154,14 @@ class Progress:
             self.stream.write("\r\x1b[2K" + self.line(step, tps))
         else:
             self.stream.write(self.line(step, tps) + "\n")
+        self.stream.flush()
+
+    def note(self, trouble: str) -> None:
+        """torchrun's rendezvous trouble, once per config: the nodes may be failing to meet (the log has it all)."""
+        if self.noted:
+            return
+        self.noted = True
+        self.stream.write(("\r\x1b[2K" if self.tty else "") + f"{self.prefix}: torchrun reports: {trouble}\n")
         self.stream.flush()
 
     def finish(self, status: str) -> None:
@@ -372,6 +381,20 @@ def _cut(text: str, secrets: list[str]) -> int:
     return cut or LINE_CAP
 
 
+# torchrun's own words when the nodes cannot meet: c10d's socket warnings (an address that does not resolve, a
+# refused or timed-out connection) and the rendezvous and store errors it ends with.
+_RENDEZVOUS_ERROR = re.compile(
+    r"\[c10d\][^\n]*?((?:The (?:client|server) socket|The IPv\d network addresses|Failed to|failed to)[^\n]*)"
+    r"|\b((?:torch\.distributed\.\S*)?(?:DistNetworkError|DistStoreError|Rendezvous\w*Error)\b[^\n]*)"
+)
+
+
+def rendezvous_error(line: str) -> str | None:
+    """The rendezvous or store trouble a line of torchrun's output reports, in one line (None: none)."""
+    match = _RENDEZVOUS_ERROR.search(line)
+    return _one_line(match[1] or match[2]) if match else None
+
+
 class _Reader(threading.Thread):
     """Copies torchrun's output to the log (secrets scrubbed) and tracks the last metrics it saw.
 
@@ -379,13 +402,14 @@ class _Reader(threading.Thread):
     byte, the tail and the metrics see pieces). Any output at all counts as a sign of life. Nothing it
     reads stops it: it must drain the pipe to the end, or torchrun would block on a full pipe."""
 
-    def __init__(self, stream, log: TextIO, secrets: list[str], on_metrics) -> None:
+    def __init__(self, stream, log: TextIO, secrets: list[str], on_metrics, on_rendezvous_error) -> None:
         super().__init__(daemon=True)
         self.stream = stream
         self.log = log
         self.secrets = [secret for secret in secrets if secret]
         self.margin = max([CUT_MARGIN, *(len(secret) for secret in self.secrets)])
         self.on_metrics = on_metrics
+        self.on_rendezvous_error = on_rendezvous_error
         self.tail: deque[str] = deque(maxlen=TAIL_LINES)
         self.last_output = time.monotonic()
         self.last_step: int | None = None
@@ -434,6 +458,9 @@ class _Reader(threading.Thread):
             self._note(exc)
         for piece in pieces:
             self.tail.append(_tail_entry(piece))
+            trouble = rendezvous_error(piece)
+            if trouble:
+                self.on_rendezvous_error(trouble)
             windows = iter_windows(piece)
             if windows:
                 self.last_step, self.last_tps = windows[-1].step, windows[-1].tps
@@ -472,13 +499,15 @@ def launch(
     progress: Progress,
     *,
     secrets: list[str],
-    environ: dict[str, str] | None = None,
+    environ: Mapping[str, str] | None = None,
     on_stop: Callable[[int], None] | None = None,
+    watch: Callable[[], str | None] | None = None,
 ) -> Outcome:
-    """Run one config's torchrun to the end (or until a limit or a signal stops it).
+    """Run one config's torchrun to the end (or until a limit, a signal or `watch` stops it).
 
     `on_stop(signal)` runs once when a signal is first seen, before torchrun's grace period: a
     scheduler's SIGKILL (Slurm's KillWait, Kubernetes' terminationGracePeriodSeconds) may come first.
+    `watch()`, asked every poll, says why the config must stop now (another node is lost), or None.
     """
     log_file.parent.mkdir(parents=True, exist_ok=True)
     for directory in plan.make_dirs:
@@ -502,10 +531,10 @@ def launch(
         )
         config.begin(proc.pid)
         try:
-            reader = _Reader(proc.stdout, log, secrets, progress.update)
+            reader = _Reader(proc.stdout, log, secrets, progress.update, progress.note)
             reader.start()
             progress.update(None, None)
-            status, reason = _supervise(proc, reader, limits, stop, started, on_stop, config)
+            status, reason = _supervise(proc, reader, limits, stop, started, on_stop, config, watch)
         finally:
             if proc.poll() is None:  # an exception in the driver: torchrun goes with the config
                 _terminate(proc, signal.SIGKILL, 0, config)
@@ -576,10 +605,15 @@ def _supervise(
     started: float,
     on_stop: Callable[[int], None] | None,
     config: _Config,
+    watch: Callable[[], str | None] | None,
 ) -> tuple[str, str]:
     while proc.poll() is None:
         config.look()
         now = time.monotonic()
+        lost = watch() if watch is not None else None
+        if lost:
+            _terminate(proc, signal.SIGTERM, limits.grace_period, config)
+            return "interrupted", lost
         if stop.signal:
             sig = signal.Signals(stop.signal)
             if on_stop is not None:

@@ -22,7 +22,7 @@ import click
 
 from titanbench import __version__, results
 from titanbench.clock import run_id_now, utc_now
-from titanbench.coordinate import CARRY_ON
+from titanbench.coordinate import CARRY_ON, DEFAULT_LIVENESS_TIMEOUT, check_address
 from titanbench.errors import TitanbenchError
 from titanbench.launch import Limits, Outcome, Progress, Stop, launch
 from titanbench.logparse import LogScan, Transport, evidence_problems, scan_file, transport_problems
@@ -57,6 +57,7 @@ class Request:
     coord_port: int | None
     join_timeout: float
     limits: Limits
+    liveness_timeout: float = DEFAULT_LIVENESS_TIMEOUT
 
 
 @dataclass(frozen=True)
@@ -235,6 +236,7 @@ class Driver:
         options = recorded or options
         topology = discover_placement(self.env, request.explicit, planned_nodes(options))
         _say(self.out, f"titanbench run: {topology.describe()}")
+        check_address(topology.master_addr)
         coordinator = None
         if topology.nnodes > 1:
             from titanbench.coordinate import Coordinator
@@ -247,7 +249,13 @@ class Driver:
                 )
             try:
                 coordinator = Coordinator(
-                    topology.master_addr, port, topology.nnodes, topology.node_rank, request.join_timeout, self._stopped
+                    topology.master_addr,
+                    port,
+                    topology.nnodes,
+                    topology.node_rank,
+                    request.join_timeout,
+                    self._stopped,
+                    request.liveness_timeout,
                 )
             except TitanbenchError as error:
                 if not self.stop.signal:
@@ -350,7 +358,16 @@ class Follower:
             results.archive_log(log)
             label = decision["config"] + (f" trial {trial}" if trial else "")
             progress = Progress(driver.out, decision["index"], decision["total"], label, plan.steps)
-            outcome = launch(plan, log, driver.request.limits, driver.stop, progress, secrets=driver.secrets)
+            outcome = launch(
+                plan,
+                log,
+                driver.request.limits,
+                driver.stop,
+                progress,
+                secrets=driver.secrets,
+                environ=driver.env,
+                watch=self.coordinator.watch,
+            )
             progress.finish(outcome.status)
             if driver.stop.signal:
                 # Node 0 may be going down too (preemption signals every node): report if it still listens.
@@ -530,9 +547,12 @@ class Leader:
             driver.stop,
             progress,
             secrets=driver.secrets,
+            environ=driver.env,
             on_stop=lambda signum: self._mark_interrupted(attempt, trial, signum),
+            watch=self.coordinator.watch if self.coordinator is not None else None,
         )
-        nodes = self.coordinator.collect(driver._stopped) if self.coordinator is not None else {}
+        halt = outcome.status == "interrupted"  # the other nodes' torchruns cannot finish without this one
+        nodes = self.coordinator.collect(driver._stopped, halt) if self.coordinator is not None else {}
         scan = scan_file(log)
         transports = node_transports(plan, self.run_dir, scan, trial)
         status, reason = classify(outcome, scan, plan, transports)

@@ -22,6 +22,8 @@ PROFILE_FREQ = "TITANBENCH_PROFILE_FREQ"
 EXPECT_GPUS = "TITANBENCH_EXPECT_GPUS"
 HF_TOKEN_FILE = "TITANBENCH_HF_TOKEN_FILE"
 IMAGE = "TITANBENCH_IMAGE"
+JOIN_TIMEOUT = "TITANBENCH_JOIN_TIMEOUT"
+LIVENESS_TIMEOUT = "TITANBENCH_LIVENESS_TIMEOUT"
 # The CPU substitutions a smoke config needs, from the plan to titanbench.cpu_trainer.
 CPU_SUBSTITUTIONS = "TITANBENCH_CPU_SUBSTITUTIONS"
 # Set by the image itself (Dockerfile), read by doctor, env and the report.

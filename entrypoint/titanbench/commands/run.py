@@ -1,9 +1,11 @@
+import os
 import re
 from pathlib import Path
 
 import click
 
-from titanbench.coordinate import DEFAULT_JOIN_TIMEOUT
+from titanbench import settings
+from titanbench.coordinate import DEFAULT_JOIN_TIMEOUT, DEFAULT_LIVENESS_TIMEOUT
 from titanbench.errors import TitanbenchError
 from titanbench.launch import DEFAULT_GRACE_SECONDS, Limits
 from titanbench.nodes import Explicit
@@ -62,7 +64,19 @@ def check_run_id(value: str | None) -> str | None:
     type=SECONDS,
     default=DEFAULT_JOIN_TIMEOUT,
     show_default=True,
+    envvar=settings.JOIN_TIMEOUT,
+    show_envvar=True,
     help="Seconds to wait for all nodes' drivers to meet.",
+)
+@click.option(
+    "--liveness-timeout",
+    type=SECONDS,
+    default=DEFAULT_LIVENESS_TIMEOUT,
+    show_default=True,
+    envvar=settings.LIVENESS_TIMEOUT,
+    show_envvar=True,
+    help="Seconds after which a node's driver that sent no heartbeat (died, stopped, unreachable) is lost: every "
+    "node notices within this plus a fifth of it, and a running config stops.",
 )
 @click.option("--config-timeout", type=SECONDS, help="Stop a config after this many seconds (status timeout).")
 @click.option("--stall-timeout", type=SECONDS, help="Stop a config that prints nothing for this long (status stalled).")
@@ -85,6 +99,7 @@ def run(
     master_port,
     coord_port,
     join_timeout,
+    liveness_timeout,
     config_timeout,
     stall_timeout,
     grace_period,
@@ -120,6 +135,16 @@ def run(
         explicit=Explicit(node_rank, master_addr, master_port),
         coord_port=coord_port,
         join_timeout=join_timeout,
+        liveness_timeout=liveness_timeout,
         limits=Limits(config_timeout, stall_timeout, grace_period),
     )
-    ctx.exit(run_matrix(request))
+    # The coordination store's C++ warnings (stack dumps) are not for the console: titanbench says what matters
+    # in one line. torch reads this once, when it loads; torchrun gets the environment as it was.
+    environ = dict(os.environ)
+    os.environ["TORCH_CPP_LOG_LEVEL"] = "ERROR"
+    try:
+        code = run_matrix(request, environ)
+    finally:
+        os.environ.pop("TORCH_CPP_LOG_LEVEL")
+        os.environ.update(environ)
+    ctx.exit(code)
