@@ -67,6 +67,7 @@ def test_a_follower_killed_mid_config_is_noticed_by_node_0_within_the_liveness_b
     stopped = result(tmp_path / "node0" / "r", "vanilla-bf16")
     assert stopped["status"] == "interrupted"
     assert stopped["nodes"]["1"].startswith("lost: node 1's driver sent no heartbeat for 4 s")
+    assert stopped["reason"].count("sent no heartbeat") == 1, stopped["reason"]
     assert not (tmp_path / "node0" / "r" / "stand_in" / "async-bf16").exists()
     no_leftovers(tmp_path)
 

@@ -561,7 +561,8 @@ class Leader:
         not_ok = ", ".join(f"node {rank} {s}" for rank, s in nodes.items() if s != "ok")
         if status == "ok" and not_ok:
             status, reason = ("interrupted" if gone else "failed"), not_ok
-        elif not_ok:
+        elif not_ok and not_ok not in reason:
+            # A lost node already stopped this config (launch's watch): its reason names it once.
             reason = f"{reason}; {not_ok}"
         result = attempt.result(
             status, reason, outcome, nodes={"0": outcome.status, **{str(rank): s for rank, s in nodes.items()}}
