@@ -30,7 +30,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Protocol, TextIO
 
 from titanbench.clock import utc_now
 from titanbench.logparse import iter_windows
@@ -100,9 +100,19 @@ class Stop:
         self.signal = self.signal or signum
 
 
+class Watch(Protocol):
+    """Reads the console log as it comes (each line, scrubbed); a non-empty `stop` ends the config as planned."""
+
+    def feed(self, line: str) -> None: ...
+
+    @property
+    def stop(self) -> str: ...
+
+
 @dataclass
 class Outcome:
-    """How torchrun ended. status: ok | failed | timeout | stalled | interrupted."""
+    """How torchrun ended. status: ok | failed | timeout | stalled | interrupted | stopped (by the watch,
+    as planned: whatever torchrun's exit status then)."""
 
     status: str
     returncode: int | None
@@ -379,13 +389,14 @@ class _Reader(threading.Thread):
     byte, the tail and the metrics see pieces). Any output at all counts as a sign of life. Nothing it
     reads stops it: it must drain the pipe to the end, or torchrun would block on a full pipe."""
 
-    def __init__(self, stream, log: TextIO, secrets: list[str], on_metrics) -> None:
+    def __init__(self, stream, log: TextIO, secrets: list[str], on_metrics, watch: Watch | None = None) -> None:
         super().__init__(daemon=True)
         self.stream = stream
         self.log = log
         self.secrets = [secret for secret in secrets if secret]
         self.margin = max([CUT_MARGIN, *(len(secret) for secret in self.secrets)])
         self.on_metrics = on_metrics
+        self.watch = watch
         self.tail: deque[str] = deque(maxlen=TAIL_LINES)
         self.last_output = time.monotonic()
         self.last_step: int | None = None
@@ -434,6 +445,8 @@ class _Reader(threading.Thread):
             self._note(exc)
         for piece in pieces:
             self.tail.append(_tail_entry(piece))
+            if self.watch is not None:
+                self.watch.feed(piece)
             windows = iter_windows(piece)
             if windows:
                 self.last_step, self.last_tps = windows[-1].step, windows[-1].tps
@@ -474,11 +487,13 @@ def launch(
     secrets: list[str],
     environ: dict[str, str] | None = None,
     on_stop: Callable[[int], None] | None = None,
+    watch: Watch | None = None,
 ) -> Outcome:
-    """Run one config's torchrun to the end (or until a limit or a signal stops it).
+    """Run one config's torchrun to the end (or until a limit, a signal or the watch stops it).
 
     `on_stop(signal)` runs once when a signal is first seen, before torchrun's grace period: a
     scheduler's SIGKILL (Slurm's KillWait, Kubernetes' terminationGracePeriodSeconds) may come first.
+    `watch` sees every line of the log; once its `stop` says why, torchrun is stopped as on a timeout.
     """
     log_file.parent.mkdir(parents=True, exist_ok=True)
     for directory in plan.make_dirs:
@@ -502,10 +517,10 @@ def launch(
         )
         config.begin(proc.pid)
         try:
-            reader = _Reader(proc.stdout, log, secrets, progress.update)
+            reader = _Reader(proc.stdout, log, secrets, progress.update, watch)
             reader.start()
             progress.update(None, None)
-            status, reason = _supervise(proc, reader, limits, stop, started, on_stop, config)
+            status, reason = _supervise(proc, reader, limits, stop, started, on_stop, config, watch)
         finally:
             if proc.poll() is None:  # an exception in the driver: torchrun goes with the config
                 _terminate(proc, signal.SIGKILL, 0, config)
@@ -576,6 +591,7 @@ def _supervise(
     started: float,
     on_stop: Callable[[int], None] | None,
     config: _Config,
+    watch: Watch | None = None,
 ) -> tuple[str, str]:
     while proc.poll() is None:
         config.look()
@@ -586,6 +602,9 @@ def _supervise(
                 on_stop(sig)
             _terminate(proc, sig, limits.grace_period, config)
             return "interrupted", f"the driver received {sig.name}; forwarded to torchrun"
+        if watch is not None and watch.stop:
+            _terminate(proc, signal.SIGTERM, limits.grace_period, config)
+            return "stopped", watch.stop
         if limits.config_timeout and now - started > limits.config_timeout:
             _terminate(proc, signal.SIGTERM, limits.grace_period, config)
             return "timeout", f"still running after --config-timeout {limits.config_timeout:g} s"
