@@ -344,6 +344,23 @@ def test_until_stable_stops_a_steady_config_early_and_lets_a_noisy_one_run_its_s
 
 
 @pytest.mark.torchrun
+def test_until_stable_on_two_nodes_is_node_0s_decision_and_the_matrix_goes_on(tmp_path):
+    common = cluster(2, "--run-id", "st2", "--only", "vanilla-bf16", "--only", "async-bf16", "--steps", "300",
+                     "--until-stable", "1", "--grace-period", "10")  # fmt: skip
+    env = driver_env(STAND_IN_STEADY="vanilla-bf16")
+    node1 = start(tmp_path, *common, "--node-rank", "1", "--results", str(tmp_path / "node1"), env=env)
+    node0 = start(tmp_path, *common, "--node-rank", "0", "--results", str(tmp_path / "node0"), env=env)
+    (code0, out0), (code1, out1) = finish(node0), finish(node1)
+    run_dir = tmp_path / "node0" / "st2"
+    stopped, drifting = result(run_dir, "vanilla-bf16"), result(run_dir, "async-bf16")
+    # Node 1's torchrun ends because node 0's did: as a failure on node 1, expected, recorded as it is.
+    assert stopped["status"] == "ok" and stopped["stopped_early"]["at_step"] == 90, (stopped, out0, out1)
+    assert stopped["nodes"]["0"] == "stopped" and stopped["nodes"]["1"] in ("ok", "failed")
+    assert (drifting["status"], drifting["last_step"], drifting["nodes"]) == ("ok", 300, {"0": "ok", "1": "ok"})
+    assert (code0, code1) == (0, 0), out0 + out1
+
+
+@pytest.mark.torchrun
 def test_a_node_stopped_mid_config_stops_the_matrix_on_node_0(tmp_path):
     common = cluster(2, "--run-id", "lost", "--only", "vanilla-bf16", "--only", "async-bf16", "--grace-period", "10")
     node1_log = tmp_path / "node1" / "lost" / "stand_in" / "vanilla-bf16" / "node1.log"
