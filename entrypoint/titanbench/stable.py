@@ -58,11 +58,11 @@ class UntilStable:
         if self.decision is not None:
             return
         self.scan.add(line)
-        new = [step for step in self.scan.kept if step not in self.arrived]
-        if not new:
+        # Steps are only ever added to the scan: a new window is a longer scan.
+        if len(self.scan.kept) == len(self.arrived):
             return
         now = time.monotonic()
-        self.arrived.update(dict.fromkeys(new, now))
+        self.arrived.update({step: now for step in self.scan.kept if step not in self.arrived})
         step = max(self.scan.kept)
         if step >= self.planned_steps:
             return
