@@ -16,6 +16,10 @@ rank, in the exact upstream format, at step 1 and every 10 steps. It misbehaves 
     STAND_IN_IGNORE_SIGTERM   ignore SIGTERM (a worker slow to stop: only SIGKILL ends it)
     STAND_IN_SOCKETS   with NCCL_DEBUG=INFO, log NCCL's fall-back to TCP sockets instead of InfiniBand
     STAND_IN_LEAK    print $HF_TOKEN (into torchrun's rank logs and console) and write it into the dump folder
+    STAND_IN_STEADY  log a steady tps (5000, within +-3): its 95% interval is tight from the first windows
+    STAND_IN_NOISY   log a tps drawn uniformly from 2500-7500 (seeded by the step): its interval stays wide
+
+Otherwise the tps logged is 1000 x the step over the window's seconds: it grows with the step (drift).
 
 With NCCL_DEBUG=INFO (as the plan sets it for multi-node configs) it prints the lines NCCL prints at
 initialisation that name the network and each connection through it, in NCCL's format.
@@ -25,6 +29,7 @@ STAND_IN_STEP_SECONDS (default 0.05) is the sleep per step.
 
 import math
 import os
+import random
 import signal
 import socket
 import sys
@@ -81,6 +86,14 @@ def _nccl_init_lines(config: str, rank: int, world: int) -> None:
         )
 
 
+def _tps(config: str, step: int, elapsed: float) -> int:
+    if _told("STAND_IN_STEADY", config):
+        return 5000 + (step * 37) % 7 - 3
+    if _told("STAND_IN_NOISY", config):
+        return round(random.Random(step).uniform(2500, 7500))
+    return round(1000 * step / max(elapsed, 1e-6))
+
+
 def main(argv: list[str]) -> int:
     steps = int(_flag(argv, "--training.steps", "20"))
     dump_folder = Path(_flag(argv, "--job.dump_folder", "outputs"))
@@ -119,7 +132,7 @@ def main(argv: list[str]) -> int:
         if step == 1 or step % LOG_FREQ == 0:
             elapsed = time.monotonic() - started
             loss = math.nan if _told("STAND_IN_NAN", config) else 10.0 / step
-            tps = round(1000 * step / max(elapsed, 1e-6))
+            tps = _tps(config, step, elapsed)
             _log(metrics_message(Metrics(step=step, tps=tps, loss=loss, memory_gib=0.6, memory_pct=0.75)))
             started = time.monotonic()
         if hang and step == 1:

@@ -243,3 +243,36 @@ def test_accepting_socket_transport_reaches_every_plan_and_the_nccl_logging_stay
         configs = json.loads(output)["configs"]
         assert [c["accept_socket_transport"] for c in configs] == [accepts] * 6
         assert all(c["env"]["NCCL_DEBUG"] == "INFO" for c in configs)
+
+
+def test_repeat_multiplies_each_configs_and_the_matrix_cost():
+    once = json.loads(invoke("--model", "70b", "--format", "json", *STUB).stdout)
+    thrice = json.loads(invoke("--model", "70b", "--format", "json", "--repeat", "3", *STUB).stdout)
+    for single, repeated in zip(once["configs"], thrice["configs"], strict=True):
+        one, three = single["estimate"], repeated["estimate"]
+        assert (one["repeat"], three["repeat"], three["step_s"]) == (1, 3, one["step_s"])
+        assert (three["wall_s"], three["gpu_hours"]) == pytest.approx((3 * one["wall_s"], 3 * one["gpu_hours"]))
+    assert thrice["estimate"]["gpu_hours"] == pytest.approx(3 * once["estimate"]["gpu_hours"])
+    lines = invoke("--model", "70b", "--repeat", "3", *STUB, "--torchtitan-dir", "/nonexistent").stdout.splitlines()
+    cost = next(line for line in lines if line.startswith("cost (estimate"))
+    assert cost.endswith("x 200 steps x 3 runs (--repeat) = 4.6 h wall, 1,170 GPU-hours on 256 GPUs")
+    assert lines[-1].endswith("17.4 h wall, 4,453 GPU-hours on 256 GPUs")
+
+
+def test_until_stable_is_a_deviation_of_every_config_and_its_cost_is_the_most():
+    result = invoke("--model", "70b", "--until-stable", "1.5", *STUB)
+    assert result.exit_code == 0, result.output
+    deviation = (
+        "stops when the 95% interval is within +-1.5% of the mean (--until-stable), not at the published step count"
+    )
+    assert result.stdout.count(f"deviations: {deviation}") == 6
+    assert result.stdout.splitlines()[-1] == "--until-stable 1.5: a config may stop sooner; these costs are the most"
+    doc = json.loads(invoke("--model", "70b", "--until-stable", "1.5", "--format", "json", *STUB).stdout)
+    assert all(c["deviations"] == [deviation] for c in doc["configs"])
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "50.5", "nan", "inf"])
+def test_an_until_stable_bound_outside_0_to_50_percent_is_one_error_line(value):
+    result = invoke("--model", "8b", "--until-stable", value)
+    assert result.exit_code == 2 and "Invalid value for '--until-stable'" in result.output
+    assert "Traceback" not in result.output

@@ -122,6 +122,40 @@ def test_chatty_process_is_stopped_by_the_config_timeout_not_the_stall_timeout(t
     assert "--config-timeout 1.5" in outcome.reason
 
 
+class StopAtLineWatch:
+    """Test double for a watch (`stable.UntilStable` in a run): asks to stop once it has seen `line`."""
+
+    def __init__(self, line: str) -> None:
+        self.line = line
+        self.seen: list[str] = []
+
+    def feed(self, line: str) -> None:
+        self.seen.append(line)
+
+    @property
+    def stop(self) -> str:
+        return "stable enough" if any(self.line in seen for seen in self.seen) else ""
+
+
+def test_a_line_watch_that_asks_to_stop_ends_the_config_as_stopped_whatever_the_exit_status(tmp_path):
+    code = """
+        import itertools, time
+        for n in itertools.count():
+            print("line", n, flush=True)
+            time.sleep(0.05)
+    """
+    watch = StopAtLineWatch("line 3")
+    outcome, log, _ = run(code, tmp_path, Limits(config_timeout=60, grace_period=5), line_watch=watch)
+    assert (outcome.status, outcome.reason) == ("stopped", "stable enough")
+    assert outcome.returncode == -signal.SIGTERM
+    # Every line reached the watch, in order, as the log has it.
+    assert watch.seen[:4] == ["line 0\n", "line 1\n", "line 2\n", "line 3\n"]
+    assert "".join(watch.seen) == log
+    # A watch that never asks changes nothing.
+    outcome, _, _ = run("print('line 0')", tmp_path, line_watch=StopAtLineWatch("line 3"))
+    assert (outcome.status, outcome.returncode) == ("ok", 0)
+
+
 def test_driver_signal_is_forwarded_and_the_config_marked_interrupted(tmp_path):
     code = """
         import signal, sys, time

@@ -757,3 +757,44 @@ def test_a_run_without_repeats_has_no_trial_keys(tmp_path):
         assert not {"trials", "trials_stdev_tps"} & config.keys()
         assert config["interval"].keys() == {"method", "se", "df", "batches", "batch_size"}
     assert "Trials (" not in render_markdown(collect(run_dir))
+    assert "until_stable" not in doc
+    assert not {"stopped_early", "gpu_hours_saved"} & doc["models"][0]["configs"][0].keys()
+
+
+# ---- runs stopped early (`run --until-stable`, issue 14) --------------------------------------------
+
+
+def test_runs_stopped_early_say_where_and_the_gpu_hours_saved_per_config_and_in_all(tmp_path):
+    run_dir = tmp_path / "run"
+    write_bf16_pair(run_dir, VANILLA, FASTER)  # windows to step 130
+    once = {"at_step": 120, "planned_steps": 1000, "half_width_pct": 0.4, "step_s": 9.0, "gpus": 64}
+    record = {"status": "ok", "last_step": 130, "stopped_early": once}
+    (run_dir / "mymodel" / "vanilla-bf16" / "result.json").write_text(json.dumps(record))
+    folder = write_trials(run_dir, "vanilla-bf16", [VANILLA, VANILLA], model="other")
+    twice = {"at_step": 120, "planned_steps": 200, "half_width_pct": 0.9, "step_s": 3.0, "gpus": 8}
+    trials = [{"trial": 1, "status": "ok", "log": "train.trial1.log"},
+              {"trial": 2, "status": "ok", "log": "train.trial2.log", "stopped_early": twice}]  # fmt: skip
+    (folder / "result.json").write_text(json.dumps({"status": "ok", "repeat": 2, "trials": trials}))
+    doc = collect(run_dir)
+    single, repeated = entries(doc, "mymodel")["vanilla-bf16"], entries(doc, "other")["vanilla-bf16"]
+    # Saved: the steps after the last one logged (130), at the measured seconds per step, on the run's GPUs.
+    assert single.stopped_early is not None and single.stopped_early.last_step == 130
+    assert single.gpu_hours_saved == pytest.approx((1000 - 130) * 9.0 * 64 / 3600)
+    assert entries(doc, "mymodel")["async-bf16"].stopped_early is None
+    assert repeated.trials and repeated.trials[0].stopped_early is None and repeated.stopped_early is None
+    assert repeated.gpu_hours_saved == pytest.approx((200 - 130) * 3.0 * 8 / 3600)
+    assert doc.until_stable is not None
+    assert (doc.until_stable.pct, doc.until_stable.runs_stopped) == (None, 2)
+    assert doc.until_stable.gpu_hours_saved == pytest.approx(139.2 + 70 * 3.0 * 8 / 3600)
+    assert "an estimate" in doc.until_stable.method
+
+    markdown = render_markdown(doc)
+    assert (
+        "- vanilla-bf16: at step 120 of 1000 (95% interval within +-0.40% of the average; last step logged 130), "
+        "about 139.2 GPU-hours saved (estimate)"
+    ) in section(markdown, "mymodel")
+    assert "- vanilla-bf16 trial 2: at step 120 of 200 (95% interval within +-0.90%" in section(markdown, "other")
+    assert "### Stopped early (`--until-stable`)\n\n2 run(s) stopped before their planned step: about 139.7" in markdown
+    saved = render_json(doc)
+    assert json.loads(saved)["until_stable"]["runs_stopped"] == 2
+    assert ReportDocument.model_validate_json(saved) == doc

@@ -304,6 +304,63 @@ def test_repeat_interleaves_the_trials_and_resume_runs_only_the_missing_one(tmp_
 
 
 @pytest.mark.torchrun
+def test_until_stable_stops_a_steady_config_early_and_lets_a_noisy_one_run_its_steps(tmp_path):
+    run_dir = tmp_path / "results" / "st"
+    args = one_node(tmp_path, "--run-id", "st", "--only", "vanilla-bf16", "--only", "async-bf16", "--steps", "300",
+                    "--until-stable", "1")  # fmt: skip
+    env = driver_env(STAND_IN_STEADY="vanilla-bf16", STAND_IN_NOISY="async-bf16")
+    code, output = finish(start(tmp_path, *args, env=env))
+    assert code == 0, output
+    steady, noisy = result(run_dir, "vanilla-bf16"), result(run_dir, "async-bf16")
+    # 8 averaged windows after the warm-up (20, ..., 90), and the interval is tight: stopped at step 90.
+    assert steady["status"] == "ok" and steady["reason"] == "", steady
+    stopped = steady["stopped_early"]
+    assert (stopped["at_step"], stopped["planned_steps"], stopped["gpus"]) == (90, 300, 2)
+    assert 0 <= stopped["half_width_pct"] <= 1 and stopped["step_s"] > 0
+    assert 90 <= steady["last_step"] < 300
+    assert "step: 300" not in (run_dir / "stand_in" / "vanilla-bf16" / "train.log").read_text()
+    assert "[1/2] stand_in/vanilla-bf16: ok (stopped at step 90 of 300: the 95% interval is within" in output
+    assert (noisy["status"], noisy["last_step"], "stopped_early" in noisy) == ("ok", 300, False)
+
+    deviation = (
+        "stops when the 95% interval is within +-1% of the mean (--until-stable), not at the published step count"
+    )
+    run = json.loads((run_dir / "run.json").read_text())
+    assert run["request"]["until_stable"] == 1
+    assert all(deviation in run["deviations"][key] for key in ("stand_in/vanilla-bf16", "stand_in/async-bf16"))
+    document = json.loads((run_dir / "results.json").read_text())
+    configs = {c["config"]: c for c in document["models"][0]["configs"]}
+    saved = (300 - steady["last_step"]) * stopped["step_s"] * 2 / 3600
+    assert configs["vanilla-bf16"]["gpu_hours_saved"] == pytest.approx(saved)
+    assert configs["vanilla-bf16"]["stopped_early"]["last_step"] == steady["last_step"]
+    assert "stopped_early" not in configs["async-bf16"]
+    assert document["until_stable"]["pct"] == 1 and document["until_stable"]["runs_stopped"] == 1
+    assert document["until_stable"]["gpu_hours_saved"] == pytest.approx(saved)
+    markdown = (run_dir / "RESULTS.md").read_text()
+    assert any(line.startswith("- vanilla-bf16: ") and line.endswith(deviation) for line in markdown.splitlines())
+    assert "- vanilla-bf16: at step 90 of 300 (95% interval within +-" in markdown
+    assert "### Stopped early (`--until-stable 1`)" in markdown
+    assert "1 run(s) stopped before their planned step: about " in markdown
+
+
+@pytest.mark.torchrun
+def test_until_stable_on_two_nodes_is_node_0s_decision_and_the_matrix_goes_on(tmp_path):
+    common = cluster(2, "--run-id", "st2", "--only", "vanilla-bf16", "--only", "async-bf16", "--steps", "300",
+                     "--until-stable", "1", "--grace-period", "10")  # fmt: skip
+    env = driver_env(STAND_IN_STEADY="vanilla-bf16")
+    node1 = start(tmp_path, *common, "--node-rank", "1", "--results", str(tmp_path / "node1"), env=env)
+    node0 = start(tmp_path, *common, "--node-rank", "0", "--results", str(tmp_path / "node0"), env=env)
+    (code0, out0), (code1, out1) = finish(node0), finish(node1)
+    run_dir = tmp_path / "node0" / "st2"
+    stopped, drifting = result(run_dir, "vanilla-bf16"), result(run_dir, "async-bf16")
+    # Node 1's torchrun ends because node 0's did: as a failure on node 1, expected, recorded as it is.
+    assert stopped["status"] == "ok" and stopped["stopped_early"]["at_step"] == 90, (stopped, out0, out1)
+    assert stopped["nodes"]["0"] == "stopped" and stopped["nodes"]["1"] in ("ok", "failed")
+    assert (drifting["status"], drifting["last_step"], drifting["nodes"]) == ("ok", 300, {"0": "ok", "1": "ok"})
+    assert (code0, code1) == (0, 0), out0 + out1
+
+
+@pytest.mark.torchrun
 def test_a_node_stopped_mid_config_stops_the_matrix_on_node_0(tmp_path):
     common = cluster(2, "--run-id", "lost", "--only", "vanilla-bf16", "--only", "async-bf16", "--grace-period", "10")
     node1_log = tmp_path / "node1" / "lost" / "stand_in" / "vanilla-bf16" / "node1.log"
@@ -515,6 +572,7 @@ def test_run_options_round_trip_through_run_json_to_the_same_launch_plan(tmp_pat
         dataset_path="c4", allow_fp32=True, gpu_mem_gib=40.5, force=True, device="cuda",
         trainer="stand_in_trainer", torchtitan_dir=Path("."), results=Path("results"), cache_dir=Path("cache"),
         trace_dir=Path("traces"), only=("vanilla-bf16", "async-bf16"), repeat=3, accept_socket_transport=True,
+        until_stable=2.5,
     ).absolute()  # fmt: skip
     results.write_run(tmp_path, RunRecord(request=given))
     request = json.loads((tmp_path / "run.json").read_text())["request"]
@@ -634,6 +692,18 @@ def test_a_multi_node_gpu_config_on_tcp_sockets_is_unverified_for_any_trainer():
 def test_a_log_that_stops_short_of_the_planned_steps_is_incomplete():
     status, reason = classify(_ok(), _log(steps=(1, 5)), _plan("vanilla", "bf16", trainer="x", steps=12))
     assert (status, reason) == ("incomplete", "torchrun exited 0 but the log stops at step 5 of 12")
+
+
+def test_a_log_stopped_early_by_until_stable_is_not_incomplete():
+    stopped = Outcome("stopped", -15, "stopped at step 90 of 300: ...", "t0", "t1", 1.0, 90, 100.0, [])
+    short = _log(steps=(1, *range(10, 91, 10)))
+    plan = _plan("vanilla", "bf16", trainer="x", steps=300)
+    assert classify(stopped, short, plan) == ("ok", "")
+    # The same log from a torchrun that ended by itself is short of its steps.
+    assert classify(_ok(), short, plan) == ("incomplete", "torchrun exited 0 but the log stops at step 90 of 300")
+    # Stopped early, the log is still checked as any other.
+    status, reason = classify(stopped, _log(loss=math.nan, steps=(1, *range(10, 91, 10))), plan)
+    assert (status, reason) == ("invalid", "NaN loss at step 1, 10, 20, 30, 40, 50, 60, 70, 80, 90")
 
 
 def test_no_window_left_after_warm_up_and_profiler_dumps_is_no_data():

@@ -59,9 +59,9 @@ def _absent(value: Any) -> bool:
     return value is None
 
 
-# Keys that only configs run several times (`run --repeat`) have: left out otherwise, so that the document of
-# a run without repeats keeps its keys.
-def _when_repeated() -> Any:
+# Keys that only some runs have (configs run several times, `run --repeat`; runs stopped early, `run
+# --until-stable`): left out otherwise, so that the document of a run without them keeps its keys.
+def _when_set() -> Any:
     return Field(default=None, exclude_if=_absent)
 
 
@@ -73,9 +73,32 @@ class IntervalEntry(_Entry):
     se: float
     # Whole batches (or trials) minus one: kept an integer, as the estimate has it.
     df: int | float
-    batches: int | None = _when_repeated()
-    batch_size: int | None = _when_repeated()
-    trials: int | None = _when_repeated()
+    batches: int | None = _when_set()
+    batch_size: int | None = _when_set()
+    trials: int | None = _when_set()
+
+
+class StoppedEarlyEntry(_Entry):
+    """A run `run --until-stable` stopped once its 95% interval was within the bound, and what that saved."""
+
+    at_step: int
+    planned_steps: int
+    half_width_pct: float
+    # The last step its log reached (the trainer may log a window more while it stops).
+    last_step: int
+    step_s: float | None
+    gpus: int | None
+    # An estimate (see UntilStableEntry.method); None where the run recorded no step time or GPU count.
+    gpu_hours_saved: float | None
+
+
+class UntilStableEntry(_Entry):
+    """The run's `--until-stable`: its bound, the runs it stopped, and the GPU-hours saved in all (an estimate)."""
+
+    pct: float | None
+    runs_stopped: int
+    gpu_hours_saved: float
+    method: str
 
 
 class TrialEntry(_Entry):
@@ -91,6 +114,7 @@ class TrialEntry(_Entry):
     windows_used: int
     stdev_tps: float | None
     started_at: str | None
+    stopped_early: StoppedEarlyEntry | None = _when_set()
 
 
 class ConfigEntry(_Entry):
@@ -126,8 +150,11 @@ class ConfigEntry(_Entry):
     summary: SummaryEntry | None = None
     # Configs run several times only: each trial, and the standard deviation between the trials' averages.
     # `summary` is then the last counted trial's (the step chart draws it).
-    trials: list[TrialEntry] | None = _when_repeated()
-    trials_stdev_tps: float | None = _when_repeated()
+    trials: list[TrialEntry] | None = _when_set()
+    trials_stdev_tps: float | None = _when_set()
+    # Stopped by `run --until-stable` (a config run once), and the GPU-hours saved over its runs (an estimate).
+    stopped_early: StoppedEarlyEntry | None = _when_set()
+    gpu_hours_saved: float | None = _when_set()
 
     def estimate(self) -> intervals.Estimate | None:
         """The estimate recorded for this config (None without an interval)."""
@@ -202,3 +229,4 @@ class ReportDocument(_Entry):
     pins: dict[str, str]
     pins_source: str
     pin_checks: list[PinCheck]
+    until_stable: UntilStableEntry | None = _when_set()

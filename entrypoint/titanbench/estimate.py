@@ -3,8 +3,10 @@ published TPS.
 
 torchtitan's `tps` is tokens per second per GPU, the TP group sharing one batch, so a step takes
 `local batch x seq len / (TP x tps)` seconds: about 27 s for 70B vanilla bf16 (16 x 8192 / (8 x
-597.3)). Compile and start-up are not counted, and a topology other than the published one need not
-run at the published per-GPU TPS: an estimate, labelled as one.
+597.3)). With `--repeat N` every config runs N times: its wall time and GPU-hours are N times one run's.
+Compile and start-up are not counted, and a topology other than the published one need not run at the
+published per-GPU TPS: an estimate, labelled as one. With `--until-stable` a config may stop sooner: the
+estimate is then what the configs cost at most.
 """
 
 from dataclasses import asdict, dataclass
@@ -32,6 +34,8 @@ class CostEstimate:
     step_s: float
     wall_s: float
     gpu_hours: float
+    # Runs of the config (`--repeat`): wall time and GPU-hours count all of them.
+    repeat: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -70,8 +74,9 @@ def seq_len_of(spec: MatrixSpec, args: list[str], torchtitan_dir: Path) -> tuple
     return None, f"unknown: not in the flags, {toml} not found, no seq_len in the spec"
 
 
-def estimate(plan: ConfigPlan, spec: MatrixSpec, torchtitan_dir: Path) -> CostEstimate | None:
-    """None where there is nothing to estimate from: no published TPS, a skipped config, no seq len."""
+def estimate(plan: ConfigPlan, spec: MatrixSpec, torchtitan_dir: Path, repeat: int = 1) -> CostEstimate | None:
+    """None where there is nothing to estimate from: no published TPS, a skipped config, no seq len.
+    `repeat`: the runs of the config (`--repeat`)."""
     if not plan.published_tps or plan.skip_reason:
         return None
     seq_len, source = seq_len_of(spec, plan.torchtitan_args, torchtitan_dir)
@@ -82,7 +87,7 @@ def estimate(plan: ConfigPlan, spec: MatrixSpec, torchtitan_dir: Path) -> CostEs
     tp = plan.topology.tp
     gpus = plan.topology.world
     step_s = batch * seq_len / (tp * plan.published_tps)
-    wall_s = plan.steps * step_s
+    wall_s = plan.steps * step_s * repeat
     return CostEstimate(
         model=plan.model,
         config=plan.config,
@@ -96,6 +101,7 @@ def estimate(plan: ConfigPlan, spec: MatrixSpec, torchtitan_dir: Path) -> CostEs
         step_s=step_s,
         wall_s=wall_s,
         gpu_hours=wall_s * gpus / 3600,
+        repeat=repeat,
     )
 
 
@@ -113,7 +119,9 @@ def config_line(cost: CostEstimate | None, plan: ConfigPlan) -> str:
         return f"cost: no estimate ({why})"
     return (
         f"cost ({LABEL}): {cost.step_s:.1f} s/step [local batch {cost.local_batch_size} x seq len {cost.seq_len} "
-        f"({cost.seq_len_source}) / (TP {cost.tp} x {cost.published_tps:g} tps)] x {cost.steps} steps = "
+        f"({cost.seq_len_source}) / (TP {cost.tp} x {cost.published_tps:g} tps)] x {cost.steps} steps"
+        + (f" x {cost.repeat} runs (--repeat)" if cost.repeat > 1 else "")
+        + " = "
         f"{duration(cost.wall_s)} wall, {cost.gpu_hours:,.0f} GPU-hours on {cost.gpus} GPUs"
         + ("; with the deviations above the published TPS may not hold" if plan.deviations else "")
     )

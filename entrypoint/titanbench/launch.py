@@ -30,7 +30,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Protocol, TextIO
 
 from titanbench.clock import utc_now
 from titanbench.logparse import iter_windows
@@ -100,9 +100,19 @@ class Stop:
         self.signal = self.signal or signum
 
 
+class Watch(Protocol):
+    """Reads the console log as it comes (each line, scrubbed); a non-empty `stop` ends the config as planned."""
+
+    def feed(self, line: str) -> None: ...
+
+    @property
+    def stop(self) -> str: ...
+
+
 @dataclass
 class Outcome:
-    """How torchrun ended. status: ok | failed | timeout | stalled | interrupted."""
+    """How torchrun ended. status: ok | failed | timeout | stalled | interrupted | stopped (by the watch,
+    as planned: whatever torchrun's exit status then)."""
 
     status: str
     returncode: int | None
@@ -402,7 +412,9 @@ class _Reader(threading.Thread):
     byte, the tail and the metrics see pieces). Any output at all counts as a sign of life. Nothing it
     reads stops it: it must drain the pipe to the end, or torchrun would block on a full pipe."""
 
-    def __init__(self, stream, log: TextIO, secrets: list[str], on_metrics, on_rendezvous_error) -> None:
+    def __init__(
+        self, stream, log: TextIO, secrets: list[str], on_metrics, on_rendezvous_error, line_watch: Watch | None = None
+    ) -> None:
         super().__init__(daemon=True)
         self.stream = stream
         self.log = log
@@ -410,6 +422,7 @@ class _Reader(threading.Thread):
         self.margin = max([CUT_MARGIN, *(len(secret) for secret in self.secrets)])
         self.on_metrics = on_metrics
         self.on_rendezvous_error = on_rendezvous_error
+        self.line_watch = line_watch
         self.tail: deque[str] = deque(maxlen=TAIL_LINES)
         self.last_output = time.monotonic()
         self.last_step: int | None = None
@@ -461,6 +474,8 @@ class _Reader(threading.Thread):
             trouble = rendezvous_error(piece)
             if trouble:
                 self.on_rendezvous_error(trouble)
+            if self.line_watch is not None:
+                self.line_watch.feed(piece)
             windows = iter_windows(piece)
             if windows:
                 self.last_step, self.last_tps = windows[-1].step, windows[-1].tps
@@ -502,12 +517,15 @@ def launch(
     environ: Mapping[str, str] | None = None,
     on_stop: Callable[[int], None] | None = None,
     watch: Callable[[], str | None] | None = None,
+    line_watch: Watch | None = None,
 ) -> Outcome:
-    """Run one config's torchrun to the end (or until a limit, a signal or `watch` stops it).
+    """Run one config's torchrun to the end (or until a limit, a signal, `watch` or `line_watch` stops it).
 
     `on_stop(signal)` runs once when a signal is first seen, before torchrun's grace period: a
     scheduler's SIGKILL (Slurm's KillWait, Kubernetes' terminationGracePeriodSeconds) may come first.
     `watch()`, asked every poll, says why the config must stop now (another node is lost), or None.
+    `line_watch` sees every line of the log; once its `stop` says why, torchrun is stopped as planned
+    (`stopped`, e.g. --until-stable).
     """
     log_file.parent.mkdir(parents=True, exist_ok=True)
     for directory in plan.make_dirs:
@@ -531,10 +549,10 @@ def launch(
         )
         config.begin(proc.pid)
         try:
-            reader = _Reader(proc.stdout, log, secrets, progress.update, progress.note)
+            reader = _Reader(proc.stdout, log, secrets, progress.update, progress.note, line_watch)
             reader.start()
             progress.update(None, None)
-            status, reason = _supervise(proc, reader, limits, stop, started, on_stop, config, watch)
+            status, reason = _supervise(proc, reader, limits, stop, started, on_stop, config, watch, line_watch)
         finally:
             if proc.poll() is None:  # an exception in the driver: torchrun goes with the config
                 _terminate(proc, signal.SIGKILL, 0, config)
@@ -606,6 +624,7 @@ def _supervise(
     on_stop: Callable[[int], None] | None,
     config: _Config,
     watch: Callable[[], str | None] | None,
+    line_watch: Watch | None = None,
 ) -> tuple[str, str]:
     while proc.poll() is None:
         config.look()
@@ -620,6 +639,9 @@ def _supervise(
                 on_stop(sig)
             _terminate(proc, sig, limits.grace_period, config)
             return "interrupted", f"the driver received {sig.name}; forwarded to torchrun"
+        if line_watch is not None and line_watch.stop:
+            _terminate(proc, signal.SIGTERM, limits.grace_period, config)
+            return "stopped", line_watch.stop
         if limits.config_timeout and now - started > limits.config_timeout:
             _terminate(proc, signal.SIGTERM, limits.grace_period, config)
             return "timeout", f"still running after --config-timeout {limits.config_timeout:g} s"

@@ -29,6 +29,8 @@ from titanbench.stats import DEFAULT_WARMUP_STEPS
 
 MAX_GPU_MEM_GIB = 100_000
 MAX_REPEAT = 100
+# `--until-stable PCT`: an interval looser than +-50% of the mean says nothing about an average.
+MAX_UNTIL_STABLE_PCT = 50.0
 
 
 class FiniteFloat(click.FloatRange):
@@ -145,6 +147,22 @@ MATRIX_OPTIONS = [
         "docs/clusters.md), as TRACE_DIR/RUN_ID/MODEL/CONFIG, e.g. a node-local disk "
         "[default: the config's folder in the run, outputs/profile_traces].",
     ),
+    click.option(
+        "--repeat",
+        type=click.IntRange(1, MAX_REPEAT),
+        default=1,
+        show_default=True,
+        help="Run each config N times, interleaved across configs (trial 1 of every config, then trial 2, ...); "
+        "the report combines the trials and its intervals reflect the spread between them. `plan`'s cost "
+        "counts the N trials.",
+    ),
+    click.option(
+        "--until-stable",
+        metavar="PCT",
+        type=FiniteFloat(0, MAX_UNTIL_STABLE_PCT, min_open=True),
+        help="Stop a config once the 95% interval of its average TPS is within +-PCT% of the average (at least "
+        "the warm-up and 8 averaged windows), e.g. 1; the report says how many GPU-hours that saved. Deviation.",
+    ),
 ]
 
 
@@ -202,7 +220,7 @@ def resolve_device(requested: str, specs: list[MatrixSpec]) -> Device:
 
 
 class RunOptions(BaseModel):
-    """The matrix options of `plan` and `run` (named as click names them), plus `run`'s `--only` and `--repeat`.
+    """The matrix options of `plan` and `run` (named as click names them), plus `run`'s `--only`.
 
     Bounds are the command line's; a field a run.json lacks takes the command line's default."""
 
@@ -229,6 +247,8 @@ class RunOptions(BaseModel):
     only: tuple[str, ...] = ()
     # Trials per config, interleaved across configs (`run --repeat`).
     repeat: int = Field(default=1, ge=1, le=MAX_REPEAT)
+    # Stop a config once its interval is within +-PCT% of its average (`run --until-stable`); None: never.
+    until_stable: float | None = Field(default=None, gt=0, le=MAX_UNTIL_STABLE_PCT, allow_inf_nan=False)
 
     @classmethod
     def from_click(cls, values: Mapping[str, Any]) -> "RunOptions":
@@ -273,6 +293,7 @@ def overrides_from(options: RunOptions) -> Overrides:
         force=options.force,
         gpu_mem_gib=options.gpu_mem_gib,
         accept_socket_transport=options.accept_socket_transport,
+        until_stable=options.until_stable,
     )
 
 

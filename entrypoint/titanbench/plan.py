@@ -51,6 +51,8 @@ class Overrides:
     gpu_mem_gib: float = DEFAULT_GPU_MEM_GIB
     # A multi-node config whose NCCL fell back to TCP sockets counts as ok, not unverified.
     accept_socket_transport: bool = False
+    # Stop a config once its 95% interval is within +-this % of its average (`run --until-stable`).
+    until_stable: float | None = None
 
 
 @dataclass(frozen=True)
@@ -200,6 +202,11 @@ def _deviations(
     if overrides.dataset not in (None, PUBLISHED_DATASET):
         deviations.append(f"dataset {overrides.dataset} (published {PUBLISHED_DATASET}): different data")
         extra.append(f"--training.dataset={overrides.dataset}")
+    if overrides.until_stable is not None:
+        deviations.append(
+            f"stops when the 95% interval is within +-{overrides.until_stable:g}% of the mean (--until-stable), "
+            "not at the published step count"
+        )
     if device == "cpu":
         deviations += [f"CPU substitution {name}: {SUBSTITUTIONS[name]}" for name in config.cpu.substitutions]
     return deviations, extra

@@ -29,9 +29,11 @@ from titanbench.document import (
     ModelEntry,
     PinCheck,
     ReportDocument,
+    StoppedEarlyEntry,
     SummaryEntry,
     TopologySource,
     TrialEntry,
+    UntilStableEntry,
 )
 from titanbench.errors import TitanbenchError
 from titanbench.pins import stack_pins
@@ -60,6 +62,11 @@ _CONFIG_ID = re.compile(rf"^(vanilla|async)-({'|'.join(QUANTIZATIONS)})$")
 _GPU_MODEL = re.compile(r"\b([A-Z]+\d+[A-Za-z]*)\b")
 _GBPS = re.compile(r"(\d+(?:\.\d+)?)\s*Gb")
 _GB = re.compile(r"(\d+(?:\.\d+)?)\s*GB\b")
+SAVED_METHOD = (
+    "GPU-hours saved by `--until-stable` are an estimate: (planned steps - the last step logged) x the seconds "
+    "per step the driver measured over the averaged windows x the run's GPUs (CPU processes on CPU); the steps "
+    "run between the last metrics line and the stop, and the time torchrun takes to stop, are not counted"
+)
 # NVML's total memory of a GPU sold as N GB is a few GiB under N (80 GB H100: 79.6 GiB): closer than this is the same.
 GPU_MEMORY_TOLERANCE_GIB = 6
 
@@ -133,6 +140,9 @@ def _config_entry(
         return entry
     log = results.log_path(run_dir, model, config_id)
     summary, status, detail = _judge_log(log, result, entry, warmup_steps, profile_freq)
+    entry.stopped_early = _stopped_early(result, summary)
+    if entry.stopped_early is not None:
+        entry.gpu_hours_saved = entry.stopped_early.gpu_hours_saved
     _add_log_facts(entry, [summary] if summary else [])
     entry.status, entry.detail = status or MISSING, detail
     if status in COUNTED and summary is not None and summary.avg_tps is not None:
@@ -141,6 +151,27 @@ def _config_entry(
             entry.ratio = summary.avg_tps / published
         _add_interval(entry, summary)
     return entry
+
+
+def _stopped_early(record: results.AttemptRecord | None, summary: stats.Summary | None) -> StoppedEarlyEntry | None:
+    """A run `--until-stable` stopped, with the GPU-hours that saved (an estimate: SAVED_METHOD)."""
+    stopped = record.stopped_early if record else None
+    if record is None or stopped is None:
+        return None
+    logged = summary.windows[-1].step if summary and summary.windows else record.last_step
+    last = max(logged or 0, stopped.at_step)
+    saved = None
+    if stopped.step_s is not None and stopped.gpus is not None:
+        saved = max(stopped.planned_steps - last, 0) * stopped.step_s * stopped.gpus / 3600
+    return StoppedEarlyEntry(
+        at_step=stopped.at_step,
+        planned_steps=stopped.planned_steps,
+        half_width_pct=stopped.half_width_pct,
+        last_step=last,
+        step_s=stopped.step_s,
+        gpus=stopped.gpus,
+        gpu_hours_saved=saved,
+    )
 
 
 def _judge_log(
@@ -211,7 +242,7 @@ def _add_trials(
         tps = summary.avg_tps if summary is not None and status in COUNTED else None
         if tps is not None and summary is not None:
             counted.append(summary)
-        estimate = _window_estimate(summary) if tps is not None and summary is not None else None
+        estimate = stats.window_estimate(summary) if tps is not None and summary is not None else None
         trials.append(
             TrialEntry(
                 trial=number,
@@ -223,9 +254,13 @@ def _add_trials(
                 windows_used=summary.n if summary else 0,
                 stdev_tps=summary.stdev_tps if summary else None,
                 started_at=record.started_at if record else None,
+                stopped_early=_stopped_early(record, summary),
             )
         )
     entry.trials = trials
+    stopped = [t.stopped_early for t in trials if t.stopped_early is not None]
+    if stopped:
+        entry.gpu_hours_saved = sum(s.gpu_hours_saved or 0.0 for s in stopped)
     _add_log_facts(entry, counted)
     if result:
         entry.status, entry.detail = result.status, _result_detail(result)
@@ -254,13 +289,8 @@ def _add_trials(
     entry.interval = IntervalEntry.model_validate(estimate.to_dict())
 
 
-def _window_estimate(summary: stats.Summary) -> intervals.Estimate | None:
-    used = set(summary.used_steps)
-    return intervals.batch_means([w.tps for w in summary.windows if w.step in used and w.tps is not None])
-
-
 def _add_interval(entry: ConfigEntry, summary: stats.Summary) -> None:
-    estimate = _window_estimate(summary)
+    estimate = stats.window_estimate(summary)
     if estimate is None:
         entry.interval_note = intervals.no_interval_reason(summary.n)
         return
@@ -532,6 +562,7 @@ def collect(
     ]
     repeated = any(c.trials for m in entries for c in m.configs)
     return ReportDocument(
+        until_stable=_until_stable(run, entries),
         run_dir=str(run_dir),
         published_source=PUBLISHED_SOURCE,
         averaging=Averaging(
@@ -546,6 +577,27 @@ def collect(
         pins=pin_values,
         pins_source=pin_source,
         pin_checks=_pin_checks(manifest),
+    )
+
+
+def _stopped_runs(config: ConfigEntry) -> list[tuple[str, StoppedEarlyEntry]]:
+    """(label, record) of each run of a config that `--until-stable` stopped."""
+    if config.stopped_early is not None:
+        return [(config.config, config.stopped_early)]
+    return [(f"{config.config} trial {t.trial}", t.stopped_early) for t in config.trials or [] if t.stopped_early]
+
+
+def _until_stable(run: results.RunRecord, models: list[ModelEntry]) -> UntilStableEntry | None:
+    """The run's `--until-stable` and what it saved in all; None for a run without it."""
+    stopped = [record for m in models for c in m.configs for _, record in _stopped_runs(c)]
+    pct = run.request.until_stable if run.request else None
+    if pct is None and not stopped:
+        return None
+    return UntilStableEntry(
+        pct=pct,
+        runs_stopped=len(stopped),
+        gpu_hours_saved=sum(s.gpu_hours_saved or 0.0 for s in stopped),
+        method=SAVED_METHOD,
     )
 
 
@@ -708,6 +760,24 @@ def _trials(configs: list[ConfigEntry]) -> list[str]:
     return ["Trials (average TPS of each run of the config):", "", *lines, ""] if lines else []
 
 
+def _gpu_hours(value: float | None) -> str:
+    if value is None:
+        return "unknown (no step time recorded)"
+    return f"{value:,.1f}" if value >= 1 else f"{value:.2g}"
+
+
+def _stopped_lines(configs: list[ConfigEntry]) -> list[str]:
+    """One line per run `--until-stable` stopped: where, how tight, and the GPU-hours saved (an estimate)."""
+    lines = [
+        f"- {label}: at step {s.at_step} of {s.planned_steps} (95% interval within +-{s.half_width_pct:.2f}% of "
+        f"the average; last step logged {s.last_step}), about {_gpu_hours(s.gpu_hours_saved)} GPU-hours saved "
+        "(estimate)"
+        for config in configs
+        for label, s in _stopped_runs(config)
+    ]
+    return ["Stopped early (`--until-stable`):", "", *lines, ""] if lines else []
+
+
 def _deviations(model: ModelEntry) -> list[str]:
     if not model.deviations_recorded:
         return ["Not recorded: no plans in run.json (logs only)."]
@@ -753,6 +823,7 @@ def _model_section(model: ModelEntry, environment_recorded: bool, table: str = "
     published = any(c.published_tps for c in model.configs)
     lines += ["Measured against published:" if published else "Measured:", "", *_comparison(model.configs), ""]
     lines += _trials(model.configs)
+    lines += _stopped_lines(model.configs)
     lines += ["Deviations from the published setup:", "", *_deviations(model), ""]
     lines += ["Environment:", ""]
     if not environment_recorded:
@@ -808,6 +879,16 @@ def render_markdown(doc: ReportDocument, table: str = "draft") -> str:
     lines = [f"# titanbench results: {Path(doc.run_dir).name}", "", source, ""]
     for model in doc.models:
         lines += _model_section(model, doc.environment_recorded, table)
+    if doc.until_stable is not None:
+        until = doc.until_stable
+        bound = f" {until.pct:g}" if until.pct is not None else ""
+        lines += [
+            f"### Stopped early (`--until-stable{bound}`)",
+            "",
+            f"{until.runs_stopped} run(s) stopped before their planned step: about "
+            f"{_gpu_hours(until.gpu_hours_saved)} GPU-hours saved in all. {until.method}.",
+            "",
+        ]
     lines += _pins_section(doc)
     lines += _method_section(doc)
     return "\n".join(lines).rstrip() + "\n"

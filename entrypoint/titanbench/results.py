@@ -204,6 +204,17 @@ class NodeTransport(_Record):
     description: str = ""
 
 
+class StoppedEarly(_Record):
+    """A run `run --until-stable` stopped before its planned step (`stable.StoppedEarly`)."""
+
+    at_step: int = Field(ge=1)
+    planned_steps: int = Field(ge=1)
+    half_width_pct: float = Field(ge=0, allow_inf_nan=False)
+    # Measured seconds per step and the processes it ran on: the report's estimate of what the stop saved.
+    step_s: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    gpus: int | None = Field(default=None, ge=1)
+
+
 class AttemptRecord(_Record):
     """What a config's result.json, or one trial of it, records of its last attempt."""
 
@@ -229,6 +240,8 @@ class AttemptRecord(_Record):
     nodes: dict[str, str] = {}
     # Multi-node GPU configs: per node rank whose log node 0 read.
     transport: dict[str, NodeTransport] = {}
+    # Stopped by `run --until-stable` once its interval was tight enough: ok, though short of its steps.
+    stopped_early: StoppedEarly | None = None
 
 
 class TrialResult(AttemptRecord):

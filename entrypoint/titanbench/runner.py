@@ -39,6 +39,7 @@ from titanbench.plan import (
 )
 from titanbench.redact import known_secrets, redact_env
 from titanbench.spec import resolve_models
+from titanbench.stable import UntilStable
 from titanbench.stats import summarize
 
 # Statuses that end a config for good: never rerun on --resume, never make the exit status non-zero.
@@ -169,13 +170,14 @@ def classify(
 ) -> tuple[str, str]:
     """(status, reason) of a finished config: torchrun's outcome, then what its log shows.
 
-    A clean exit is not enough: the log must reach the planned step (else `incomplete`), leave at
+    A clean exit is not enough: the log must reach the planned step (else `incomplete`; a config
+    stopped by `--until-stable`, outcome `stopped`, need not: it stopped as planned), leave at
     least one window to average by the default method (else `no-data`), hold no NaN loss (else
     `invalid`), for a multi-node GPU config show NCCL's network to be RDMA (else `unverified`, unless
     sockets are accepted) and, for torchtitan's trainer, prove async TP and the float8 recipe (else
     `unverified`).
     """
-    if outcome.status != "ok":
+    if outcome.status not in ("ok", "stopped"):
         return outcome.status, outcome.reason
     windows = log.windows()
     if not windows:
@@ -183,7 +185,7 @@ def classify(
     nan_steps = [w.step for w in windows if w.loss is not None and math.isnan(w.loss)]
     if nan_steps:
         return "invalid", f"NaN loss at step {', '.join(map(str, nan_steps))}"
-    if windows[-1].step < plan.steps:
+    if windows[-1].step < plan.steps and outcome.status != "stopped":
         return "incomplete", f"torchrun exited 0 but the log stops at step {windows[-1].step} of {plan.steps}"
     summary = summarize(windows, dump_steps=log.dumps)
     if not summary.n:
@@ -540,6 +542,8 @@ class Leader:
             fingerprint=plan.fingerprint,
         )
         progress = Progress(driver.out, index, total, key + (f" trial {trial}" if trial else ""), plan.steps)
+        until = self.options.until_stable
+        until_stable = UntilStable(until, plan.steps, plan.topology.world) if until is not None else None
         outcome = launch(
             plan,
             log,
@@ -550,6 +554,7 @@ class Leader:
             environ=driver.env,
             on_stop=lambda signum: self._mark_interrupted(attempt, trial, signum),
             watch=self.coordinator.watch if self.coordinator is not None else None,
+            line_watch=until_stable,
         )
         halt = outcome.status == "interrupted"  # the other nodes' torchruns cannot finish without this one
         nodes = self.coordinator.collect(driver._stopped, halt) if self.coordinator is not None else {}
@@ -558,7 +563,10 @@ class Leader:
         status, reason = classify(outcome, scan, plan, transports)
         # A node that was interrupted, left or went silent cannot run the next config: the matrix stops.
         gone = ", ".join(f"node {rank} {s}" for rank, s in nodes.items() if s not in CARRY_ON)
-        not_ok = ", ".join(f"node {rank} {s}" for rank, s in nodes.items() if s != "ok")
+        # Stopped early, node 0's torchrun ends first and the other nodes' end with it (failed, most likely):
+        # node 0 decides, every node that carries on is as expected.
+        expected = CARRY_ON if outcome.status == "stopped" else ("ok",)
+        not_ok = ", ".join(f"node {rank} {s}" for rank, s in nodes.items() if s not in expected)
         if status == "ok" and not_ok:
             status, reason = ("interrupted" if gone else "failed"), not_ok
         elif not_ok and not_ok not in reason:
@@ -574,6 +582,8 @@ class Leader:
                 )
                 for rank, t in transports.items()
             }
+        if outcome.status == "stopped" and until_stable is not None and until_stable.decision is not None:
+            result.stopped_early = results.StoppedEarly.model_validate(until_stable.decision.to_dict())
         self._write_result(plan.model, plan.config, result, trial)
         self.run.timings[key] = results.Timing(
             status=result.status,
@@ -585,7 +595,8 @@ class Leader:
         )
         self._write_run()
         # One verdict per config, after the log and the other nodes have been heard.
-        progress.finish(status if status == "ok" else f"{status}: {reason}")
+        verdict = status if status == "ok" else f"{status}: {reason}"
+        progress.finish(verdict + (f" ({outcome.reason})" if outcome.status == "stopped" else ""))
         return gone
 
     def _write_result(self, model: str, config: str, result: results.ConfigResult, trial: int | None) -> None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from titanbench import intervals
 from titanbench.errors import TitanbenchError
 from titanbench.logparse import Evidence, LogScan, Window, scan_file, scan_text
 
@@ -122,6 +123,12 @@ def summarize(
         dropped=reasons,
         evidence=log_evidence,
     )
+
+
+def window_estimate(summary: Summary) -> intervals.Estimate | None:
+    """The batch-means estimate of one run's average TPS, over its used windows (None under the minimum)."""
+    used = set(summary.used_steps)
+    return intervals.batch_means([w.tps for w in summary.windows if w.step in used and w.tps is not None])
 
 
 def _summarize_scan(scan: LogScan, source: str, warmup_steps: int, profile_freq: int | None) -> Summary:

@@ -50,13 +50,15 @@ def plan(node_rank, master_addr, master_port, run_id, validate, fmt, **values):
     Shows the published flags, the flags the bundle adds (with reasons), the environment and
     every deviation from the published setup, and the expected cost per config and for the
     matrix: wall time and GPU-hours from the published TPS (an estimate: a step takes local
-    batch x seq len / (TP x tps) seconds; compile and start-up aside). Refuses topologies that
+    batch x seq len / (TP x tps) seconds; compile and start-up aside; with --repeat N, N runs of
+    each config; with --until-stable, the most it takes). Refuses topologies that
     would not be comparable (FSDP 1 trains in fp32) or cannot fit in GPU memory.
 
     \b
     Examples:
       titanbench plan --model 70b
       titanbench plan --model 8b --nodes 1 --tp 4 --format json
+      titanbench plan --model 70b --repeat 3 --until-stable 1
       titanbench plan --model all --validate
       titanbench plan --model smoke --device cpu
     """
@@ -72,7 +74,7 @@ def plan(node_rank, master_addr, master_port, run_id, validate, fmt, **values):
     )
     notes = check_with_torchtitan(plans, options.torchtitan_dir, required=validate)
     by_model = {spec.model: spec for spec in specs}
-    costs = [estimate(p, by_model[p.model], options.torchtitan_dir) for p in plans]
+    costs = [estimate(p, by_model[p.model], options.torchtitan_dir, options.repeat) for p in plans]
     summary = matrix_summary([c for c in costs if c is not None], plans)
     if fmt == "json":
         configs = [{**p.to_dict(), "estimate": c.to_dict() if c else None} for p, c in zip(plans, costs, strict=True)]
@@ -81,5 +83,7 @@ def plan(node_rank, master_addr, master_port, run_id, validate, fmt, **values):
         return
     click.echo("\n\n".join(_text(p, c) for p, c in zip(plans, costs, strict=True)))
     click.echo("\n" + "\n".join(summary_lines(summary)))
+    if options.until_stable is not None:
+        click.echo(f"--until-stable {options.until_stable:g}: a config may stop sooner; these costs are the most")
     for note in notes:
         click.echo(f"note: {note}", err=True)

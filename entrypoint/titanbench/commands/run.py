@@ -9,7 +9,7 @@ from titanbench.coordinate import DEFAULT_JOIN_TIMEOUT, DEFAULT_LIVENESS_TIMEOUT
 from titanbench.errors import TitanbenchError
 from titanbench.launch import DEFAULT_GRACE_SECONDS, Limits
 from titanbench.nodes import Explicit
-from titanbench.options import MAX_REPEAT, RunOptions, matrix_options
+from titanbench.options import RunOptions, matrix_options
 
 SECONDS = click.FloatRange(min=0, min_open=True)
 # One path component that cannot climb out of the results directory or name it: no `/`, not `.`/`..`.
@@ -28,14 +28,6 @@ def check_run_id(value: str | None) -> str | None:
 @click.command()
 @matrix_options
 @click.option("--only", multiple=True, metavar="CONFIG", help="Run only this config id (repeatable).")
-@click.option(
-    "--repeat",
-    type=click.IntRange(1, MAX_REPEAT),
-    default=1,
-    show_default=True,
-    help="Run each config N times, interleaved across configs (trial 1 of every config, then trial 2, ...); "
-    "the report combines the trials and its intervals reflect the spread between them.",
-)
 @click.option(
     "--run-id",
     callback=lambda _ctx, _param, value: check_run_id(value),
@@ -91,7 +83,6 @@ def check_run_id(value: str | None) -> str | None:
 def run(
     ctx: click.Context,
     only,
-    repeat,
     run_id,
     resume,
     node_rank,
@@ -111,11 +102,13 @@ def run(
     A config that fails, hangs or times out gets its status and the matrix goes on; the exit status
     is non-zero if any config is not ok (128+N after signal N). Finished results are never rerun.
     With --repeat N each config runs N times, interleaved (trial 1 of every config, then trial 2, ...).
+    With --until-stable PCT a config stops once its average is known to +-PCT% (a deviation).
 
     \b
     Examples:
       titanbench run --model 8b --nodes 1 --tp 4
       titanbench run --model 8b --only vanilla-bf16 --only async-bf16 --repeat 3
+      titanbench run --model 70b --until-stable 1
       srun --nodes 8 --ntasks-per-node 1 titanbench run --model 8b
       titanbench run --model 8b --nodes 2 --node-rank 1 --master-addr node0.example
       titanbench run --resume results/20250613T100000Z
@@ -126,9 +119,9 @@ def run(
         raise TitanbenchError("--run-id and --resume exclude each other: a resumed run keeps its id")
     # Matrix options the user set (not defaults): on --resume they must match the recorded run.
     explicit_sources = (click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.ENVIRONMENT)
-    given = {name for name in [*options, "only", "repeat"] if ctx.get_parameter_source(name) in explicit_sources}
+    given = {name for name in [*options, "only"] if ctx.get_parameter_source(name) in explicit_sources}
     request = Request(
-        options=RunOptions.from_click({**options, "only": only, "repeat": repeat}),
+        options=RunOptions.from_click({**options, "only": only}),
         given=frozenset(given),
         run_id=run_id,
         resume=resume,
