@@ -500,17 +500,17 @@ def peak_rss_bytes() -> int:
 
 
 def test_100_mb_without_a_newline_is_progress_in_bounded_memory(tmp_path):
-    # 100 writes of 1 MiB over ~4 s, no newline: longer than the stall timeout, and no line ever ends.
+    # 100 writes of 1 MiB over ~6 s, no newline: longer than the stall timeout, and no line ever ends.
     code = """
         import sys, time
         chunk = b"x" * (1 << 20)
         for _ in range(100):
             sys.stdout.buffer.write(chunk)
             sys.stdout.buffer.flush()
-            time.sleep(0.04)
+            time.sleep(0.06)
     """
     log = tmp_path / "train.log"
-    limits = Limits(stall_timeout=2, grace_period=1)
+    limits = Limits(stall_timeout=3, grace_period=1)
     before = peak_rss_bytes()
     outcome = launch(
         plan_running(code, tmp_path), log, limits, Stop(), Progress(io.StringIO(), 1, 1, "m/c", 20), secrets=[]
@@ -529,13 +529,14 @@ def test_100_mb_without_a_newline_is_progress_in_bounded_memory(tmp_path):
 def test_output_without_newlines_counts_as_progress(tmp_path):
     code = """
         import sys, time
-        for _ in range(12):
+        for _ in range(8):
             sys.stdout.write("."); sys.stdout.flush()
-            time.sleep(0.25)
+            time.sleep(0.75)
     """
-    outcome, log, _ = run(code, tmp_path, Limits(stall_timeout=1.5, grace_period=1))
+    # Dots for 6 s, twice the stall timeout (which leaves a loaded machine 3 s to start the process).
+    outcome, log, _ = run(code, tmp_path, Limits(stall_timeout=3, grace_period=1))
     assert outcome.status == "ok", outcome
-    assert log == "." * 12
+    assert log == "." * 8
 
 
 def test_undecodable_bytes_do_not_stop_the_reader(tmp_path):
