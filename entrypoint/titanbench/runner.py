@@ -216,6 +216,21 @@ class Driver:
     def _stopped(self) -> bool:
         return bool(self.stop.signal)
 
+    def launch(self, plan: ConfigPlan, log: Path, progress: Progress, coordinator, **hooks) -> Outcome:
+        """One config's torchrun on this node: this driver's limits, signals and secrets, and the other
+        nodes' liveness (a lost node stops it)."""
+        return launch(
+            plan,
+            log,
+            self.request.limits,
+            self.stop,
+            progress,
+            secrets=self.secrets,
+            environ=self.env,
+            watch=coordinator.watch if coordinator is not None else None,
+            **hooks,
+        )
+
     def _signal_exit(self, message: str) -> int:
         _say(self.out, f"stopped by signal {self.stop.signal}: {message}")
         return 128 + self.stop.signal
@@ -360,16 +375,7 @@ class Follower:
             results.archive_log(log)
             label = decision["config"] + (f" trial {trial}" if trial else "")
             progress = Progress(driver.out, decision["index"], decision["total"], label, plan.steps)
-            outcome = launch(
-                plan,
-                log,
-                driver.request.limits,
-                driver.stop,
-                progress,
-                secrets=driver.secrets,
-                environ=driver.env,
-                watch=self.coordinator.watch,
-            )
+            outcome = driver.launch(plan, log, progress, self.coordinator)
             progress.finish(outcome.status)
             if driver.stop.signal:
                 # Node 0 may be going down too (preemption signals every node): report if it still listens.
@@ -544,16 +550,12 @@ class Leader:
         progress = Progress(driver.out, index, total, key + (f" trial {trial}" if trial else ""), plan.steps)
         until = self.options.until_stable
         until_stable = UntilStable(until, plan.steps, plan.topology.world) if until is not None else None
-        outcome = launch(
+        outcome = driver.launch(
             plan,
             log,
-            driver.request.limits,
-            driver.stop,
             progress,
-            secrets=driver.secrets,
-            environ=driver.env,
+            self.coordinator,
             on_stop=lambda signum: self._mark_interrupted(attempt, trial, signum),
-            watch=self.coordinator.watch if self.coordinator is not None else None,
             line_watch=until_stable,
         )
         halt = outcome.status == "interrupted"  # the other nodes' torchruns cannot finish without this one
