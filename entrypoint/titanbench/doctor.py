@@ -534,7 +534,7 @@ def dataset_check(scales: tuple[Scale, ...] = ()) -> Check:
         shards = sorted(Path(local).glob("en/c4-train.*.json.gz"))
         if not shards:
             return Check(
-                "assets.dataset", FAIL, f"TITANBENCH_DATASET_PATH={local} holds no en/c4-train.*.json.gz", stage
+                "assets.dataset", FAIL, f"{settings.DATASET_PATH}={local} holds no en/c4-train.*.json.gz", stage
             )
         detail = f"{len(shards)} C4 train shard(s) staged at {local}"
         uneven = staging.uneven_degrees(len(shards), {s.model: s.dp for s in scales})
