@@ -164,8 +164,9 @@ def simulate(nnodes: int, liveness: float) -> dict[str, float | int | str]:
         codes = finish(nodes)
         row["left3"] = leftovers(work)
         row["exit"] = "0" if set(codes) == {0} else ",".join(map(str, codes))
-        if set(codes) != {0}:
-            print(nodes[0].output(), file=sys.stderr)
+        for node, code in zip(nodes, codes, strict=True):
+            if code != 0 or node.rank == 0 and set(codes) != {0}:
+                print(f"--- node {node.rank}, exit status {code}:\n{node.output()}", file=sys.stderr)
     return row
 
 

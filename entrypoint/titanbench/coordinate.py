@@ -110,6 +110,7 @@ class Heartbeat(threading.Thread):
         self.error: str | None = None
         self.halted = False
         self.started_beating = threading.Event()
+        self.stopping = threading.Event()
 
     def run(self) -> None:
         dist = _torch_dist()
@@ -117,14 +118,20 @@ class Heartbeat(threading.Thread):
             if self.node_rank == 0:
                 for rank in self.followers:  # one read of all of them per beat needs the keys to exist
                     self.store.add(f"alive/{rank}", 0)
-            while True:
+            while not self.stopping.is_set():
                 self._round()
                 self.answered = time.monotonic()
                 self.started_beating.set()
-                time.sleep(self.interval)
+                self.stopping.wait(self.interval)
         except dist.DistError as error:
             self.error = _brief(error)
             self.started_beating.set()
+
+    def stop(self) -> None:
+        """End the beat before the driver exits: a thread still inside a store call while the interpreter
+        shuts down can abort the process (SIGABRT from the C++ store client)."""
+        self.stopping.set()
+        self.join(self.interval + 2 * POLL_SECONDS)
 
     def _round(self) -> None:
         self.store.add(f"alive/{self.node_rank}", 1)
@@ -319,6 +326,7 @@ class Coordinator:
             # A follower still starting up would find no store at all: keep it up until each one has left (one
             # not heard from yet, at most until --join-timeout), or is lost.
             self._linger(stop, min(time.monotonic() + ABORT_LINGER, self.join_deadline))
+        self.heartbeat.stop()
 
     def _linger(self, stop: Callable[[], bool], unseen_until: float) -> None:
         """Until every follower has left or is lost; one never heard from, until `unseen_until`."""
@@ -386,6 +394,7 @@ class Coordinator:
         """Keep the store up until every follower has read the last decision (or is lost)."""
         with contextlib.suppress(TitanbenchError):
             self._linger(stop, time.monotonic())
+        self.heartbeat.stop()
 
     # followers
 
@@ -422,3 +431,4 @@ class Coordinator:
         with contextlib.suppress(TitanbenchError):
             self._set(f"bye/{self.node_rank}", reason)
             self._call("add", "left", 1)
+        self.heartbeat.stop()
