@@ -165,7 +165,7 @@ def simulate(nnodes: int, liveness: float) -> dict[str, float | int | str]:
         row["left3"] = leftovers(work)
         row["exit"] = "0" if set(codes) == {0} else ",".join(map(str, codes))
         for node, code in zip(nodes, codes, strict=True):
-            if code != 0 or node.rank == 0 and set(codes) != {0}:
+            if code != 0 or (node.rank == 0 and set(codes) != {0}):
                 print(f"--- node {node.rank}, exit status {code}:\n{node.output()}", file=sys.stderr)
     return row
 
