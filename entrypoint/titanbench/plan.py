@@ -78,6 +78,11 @@ def trainer_for(device: Device, trainer: str | None) -> str:
     return trainer or (CPU_TRAINER if device == "cpu" else DEFAULT_TRAINER)
 
 
+def uses_nccl_network(device: str, nodes: int) -> bool:
+    """Nodes talk through NCCL's network transport: the plan has NCCL log it, the runner checks which."""
+    return device == "cuda" and nodes > 1
+
+
 def runs_torchtitan(trainer: str) -> bool:
     """Whether torchtitan's config check and the log evidence checks apply to this trainer."""
     return trainer in TORCHTITAN_TRAINERS
@@ -117,8 +122,7 @@ class ConfigPlan:
 
     @property
     def checks_transport(self) -> bool:
-        """Nodes talk through NCCL's network transport (NCCL logs which one: see _env)."""
-        return self.device == "cuda" and self.topology.nodes > 1
+        return uses_nccl_network(self.device, self.topology.nodes)
 
     def to_dict(self) -> dict:
         return {**asdict(self), "topology": self.topology.model_dump()}
@@ -268,7 +272,7 @@ def _env(spec: MatrixSpec, config: ConfigSpec, locations: Locations, args: list[
                 ",".join(config.cpu.substitutions),
                 "the CPU substitutions this config needs (listed as deviations)",
             )
-    if device == "cuda" and nodes > 1:
+    if uses_nccl_network(device, nodes):
         entries["NCCL_DEBUG"] = (
             "INFO",
             "NCCL logs the network it chose at initialisation (NET/IB or NET/Socket, GPUDirect or not): the "
